@@ -2,13 +2,61 @@
  *
  * Every op has a CPU twin in kernels/cpu/ and a CUDA twin in kernels/cuda/ under the same name,
  * and the CPU twin is the reference the CUDA one is tested against. Pointers passed to a backend's
- * ops live in that backend's memory (host for cpu, device for cuda). The table grows with the
- * model issues; for now it holds the element-wise ops the foundation needs to prove that both
- * backends build and link. */
+ * ops live in that backend's memory (host for cpu, device for cuda); the small descriptor structs
+ * below (ops_rope, ops_attn) are host memory, passed by pointer, and only the pointers inside them
+ * are backend memory. A table entry may be NULL where a backend lacks that op (the CUDA table
+ * fills in with its issue).
+ *
+ * Conventions, the same for every entry, so a model can chain ops without reading each one:
+ *   - dims are int, flat lengths size_t; matrices are row-major; an `ld*` argument is the number
+ *     of elements between the starts of consecutive rows (>= the row length), so an op can read
+ *     a slice of a fused buffer (q, k, v out of one qkv product) without a copy;
+ *   - `*_backward` is a separate entry and ACCUMULATES (+=) into every gradient it writes, input
+ *     gradients included: parameter gradients then sum over micro-batches and tied uses, and a
+ *     residual stream's gradient collects its branches with no extra add. Callers zero gradient
+ *     buffers once per step;
+ *   - ops allocate nothing, except the blocked CPU matmul fallback's packing tiles (on the stack)
+ *     and the attention tiles (on the stack); the fused loss takes its scratch from the caller;
+ *   - fp32 everywhere here; the CUDA backend's bf16 variants come with its issue. */
 #ifndef ADAPT_OPS_H
 #define ADAPT_OPS_H
 
 #include <stddef.h>
+
+/* Which rotary embedding, all with the rotate_half convention of transformers:
+ * for band j in [0, head_dim/2): (x[j], x[j + head_dim/2]) is rotated by angle pos_j * inv_freq_j. */
+typedef enum ops_rope_kind {
+    OPS_ROPE_1D,         /* text: one position id per token, inv_freq_j = theta^(-2j/head_dim) */
+    OPS_ROPE_VISION_2D,  /* Qwen2-VL vision tower: ids (h, w); bands [0, head_dim/4) use h, the
+                          * rest use w, inv_freq over head_dim/2 (VisionRotaryEmbedding(head_dim/2)) */
+    OPS_ROPE_MROPE,      /* Qwen2-VL decoder: ids (t, h, w); mrope_section[0] bands use t, the next
+                          * mrope_section[1] use h, the last mrope_section[2] use w */
+} ops_rope_kind;
+
+typedef struct ops_rope {
+    ops_rope_kind kind;
+    int           head_dim;          /* even; multiple of 4 for OPS_ROPE_VISION_2D */
+    float         theta;             /* base, 10000 for the vision tower, 1e6 for Qwen2-VL's LM */
+    int           mrope_section[3];  /* OPS_ROPE_MROPE only: t, h, w bands, sum = head_dim/2 */
+} ops_rope;
+
+/* Attention over variable-length packed sequences: segment s holds tokens
+ * [cu_seqlens[s], cu_seqlens[s+1]) and attends only within itself. */
+typedef struct ops_attn {
+    const int *cu_seqlens;    /* [num_seqs + 1], backend memory, cu_seqlens[0] = 0, non-decreasing */
+    int        num_seqs;
+    int        total_tokens;  /* cu_seqlens[num_seqs] (a host copy, for launch shapes) */
+    int        max_seqlen;    /* longest segment (a host copy, for launch shapes) */
+    int        num_heads;     /* query heads */
+    int        num_kv_heads;  /* divides num_heads; query head h reads kv head h / (num_heads / num_kv_heads) */
+    int        head_dim;      /* <= OPS_ATTN_MAX_HEAD_DIM */
+    int        ldq, ldk, ldv, ldo;  /* row strides (elements per token) of q/dq, k/dk, v/dv, o/dout */
+    float      scale;         /* usually 1/sqrt(head_dim) */
+    int        causal;        /* 1: token i sees tokens <= i of its segment (LM); 0: the whole segment */
+} ops_attn;
+
+#define OPS_ATTN_MAX_HEAD_DIM 256
+#define OPS_LABEL_IGNORE      (-100)
 
 typedef struct ops_table {
     const char *backend;  /* "cpu" or "cuda" */
@@ -16,6 +64,109 @@ typedef struct ops_table {
     void (*add_f32)(float *y, const float *a, const float *b, size_t n);
     /* y[i] += alpha * x[i] */
     void (*axpy_f32)(float *y, float alpha, const float *x, size_t n);
+
+    /* ---- matrix products: a Linear is matmul (trans_b = 1) + bias_add ---------------------- */
+    /* C[m,n] = alpha * op(A) * op(B) + beta * C; op(A) is [m,k] (A stored [k,m] when trans_a),
+     * op(B) is [k,n] (B stored [n,k] when trans_b). beta = 0 overwrites C (NaNs in C ignored).
+     * Linear backward: dX += dY W (0, 0, beta 1); dW += dY^T X (1, 0, beta 1). */
+    void (*matmul_f32)(float *c, const float *a, const float *b, int m, int n, int k,
+                       int trans_a, int trans_b, int lda, int ldb, int ldc, float alpha, float beta);
+    /* y[r, :] += bias for each of rows rows; y [rows, ldy], bias [n] */
+    void (*bias_add_f32)(float *y, const float *bias, int rows, int n, int ldy);
+    /* dbias += sum over rows of dy; dbias [n], dy [rows, ldy] */
+    void (*bias_backward_f32)(float *dbias, const float *dy, int rows, int n, int ldy);
+
+    /* ---- embedding and image-feature scatter ------------------------------------------------ */
+    /* y[t] = w[ids[t]]; y [T, d], w [V, d], ids [T] in [0, V) */
+    void (*embedding_forward_f32)(float *y, const float *w, const int *ids, int T, int d);
+    /* dw[ids[t]] += dy[t]; dw [V, d], dy [T, d] */
+    void (*embedding_backward_f32)(float *dw, const float *dy, const int *ids, int T, int d);
+    /* y[pos[i]] = src[i] (overwrites those rows); y [T, d], src [n, d], pos [n] distinct */
+    void (*scatter_rows_forward_f32)(float *y, const float *src, const int *pos, int n, int d);
+    /* dsrc[i] += dy[pos[i]], then dy[pos[i]] = 0: rows overwritten in forward pass no gradient
+     * on to what was there before (the token embedding), exactly as masked_scatter.
+     * dsrc [n, d], dy [T, d] in/out */
+    void (*scatter_rows_backward_f32)(float *dsrc, float *dy, const int *pos, int n, int d);
+
+    /* ---- normalisation ---------------------------------------------------------------------- */
+    /* y = (x - mean) * rstd * w + b per row; saves mean, rstd for backward.
+     * y [T, d], mean [T], rstd [T], x [T, d], w [d], b [d] */
+    void (*layernorm_forward_f32)(float *y, float *mean, float *rstd, const float *x,
+                                  const float *w, const float *b, int T, int d, float eps);
+    /* dx [T, d] +=, dw [d] +=, db [d] +=; dy, x [T, d]; w [d]; mean, rstd [T] */
+    void (*layernorm_backward_f32)(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                   const float *w, const float *mean, const float *rstd, int T, int d);
+    /* RMSNorm, optionally fused with the residual add: when res is not NULL, res += x first and
+     * the sum is normalised (res then holds the new residual stream, the input of backward).
+     * y = u * rstd * w with u = res or x. y [T, d], rstd [T], res [T, d] in/out or NULL,
+     * x [T, d], w [d] */
+    void (*rmsnorm_forward_f32)(float *y, float *rstd, float *res, const float *x, const float *w,
+                                int T, int d, float eps);
+    /* du [T, d] +=, dw [d] +=; u [T, d] the normalised input (res after the fused add); with the
+     * fused add, pass the residual stream's gradient as du: it is then the gradient of both x
+     * and the old residual. dy [T, d], w [d], rstd [T] */
+    void (*rmsnorm_backward_f32)(float *du, float *dw, const float *dy, const float *u,
+                                 const float *w, const float *rstd, int T, int d);
+
+    /* ---- rotary embedding, in place on x [T, ldx] holding n_heads heads of rope->head_dim ---- */
+    /* pos is component-major [n_ids, T]: n_ids = 1 (1D), 2 (h, w: VISION_2D), 3 (t, h, w: MROPE) */
+    void (*rope_forward_f32)(float *x, const int *pos, int T, int n_heads, int ldx,
+                             const ops_rope *rope);
+    /* the transpose rotation, in place on dx [T, ldx] (not accumulating: the rotation is its own
+     * buffer's gradient) */
+    void (*rope_backward_f32)(float *dx, const int *pos, int T, int n_heads, int ldx,
+                              const ops_rope *rope);
+
+    /* ---- attention (flash manner: tiled online softmax, no T x T matrix) -------------------- */
+    /* o = softmax(scale q k^T + mask) v per head; lse = per-row log-sum-exp of the scaled scores.
+     * q [T, ldq] (num_heads x head_dim used), k [T, ldk], v [T, ldv] (num_kv_heads x head_dim),
+     * o [T, ldo] (num_heads x head_dim written), lse [T, num_heads] */
+    void (*attention_forward_f32)(float *o, float *lse, const float *q, const float *k,
+                                  const float *v, const ops_attn *attn);
+    /* dq, dk, dv +=; shapes as q, k, v; dout, o as o; lse as in forward */
+    void (*attention_backward_f32)(float *dq, float *dk, float *dv, const float *dout,
+                                   const float *q, const float *k, const float *v, const float *o,
+                                   const float *lse, const ops_attn *attn);
+
+    /* ---- activations ------------------------------------------------------------------------ */
+    /* y = silu(gate) * up; y [T, n], gate, up [T, ld_in] (ld_in = 2n for a fused gate|up) */
+    void (*swiglu_forward_f32)(float *y, const float *gate, const float *up, int T, int n, int ld_in);
+    /* dgate, dup [T, ld_in] +=; dy [T, n] */
+    void (*swiglu_backward_f32)(float *dgate, float *dup, const float *dy, const float *gate,
+                                const float *up, int T, int n, int ld_in);
+    /* y = x * sigmoid(1.702 x); y, x [n] */
+    void (*quickgelu_forward_f32)(float *y, const float *x, size_t n);
+    /* dx [n] += dy * d/dx */
+    void (*quickgelu_backward_f32)(float *dx, const float *dy, const float *x, size_t n);
+    /* y = x * (1 + erf(x / sqrt 2)) / 2 (nn.GELU(), exact); y, x [n] */
+    void (*gelu_forward_f32)(float *y, const float *x, size_t n);
+    void (*gelu_backward_f32)(float *dx, const float *dy, const float *x, size_t n);
+
+    /* ---- fused LM head + cross-entropy, forward and backward in one pass ---------------------- */
+    /* loss[0] = sum over t with labels[t] != OPS_LABEL_IGNORE of (logsumexp(logits_t) -
+     * logits_t[labels[t]]) / normaliser, logits = h w^T never held whole: rows go in chunks and the
+     * vocabulary in chunks sized to fit work (online logsumexp across vocabulary chunks; with
+     * work_len >= 64 (2d + 3 + V) a row chunk's logits are computed once, not twice). dh, dw +=
+     * the gradient of loss[0]; both NULL for forward only. normaliser <= 0 gives loss 0 and no
+     * gradient. Labels are OPS_LABEL_IGNORE or in [0, V).
+     * loss [1], dh [T, d], dw [V, d], h [T, d], w [V, d], labels [T], work [work_len],
+     * work_len >= 2d + 4 (more is faster) */
+    void (*lmhead_xent_f32)(float *loss, float *dh, float *dw, const float *h, const float *w,
+                            const int *labels, int T, int d, int V, float normaliser,
+                            float *work, size_t work_len);
+
+    /* ---- optimizer -------------------------------------------------------------------------- */
+    /* norm[0] = sqrt(sum of squares of all count tensors); scale[0] = the clip coefficient
+     * min(1, max_norm / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_ (1 when max_norm <= 0).
+     * tensors, lens [count] host arrays of backend pointers / lengths; norm, scale [1] */
+    void (*grad_norm_f32)(float *norm, float *scale, const float *const *tensors,
+                          const size_t *lens, int count, float max_norm);
+    /* one torch.optim.AdamW step on one tensor with g * grad_scale[0] (NULL: 1) as its gradient;
+     * weight_decay 0 for tensors that take none; step counts from 1.
+     * p, m, v [n] in/out, g [n], grad_scale [1] or NULL */
+    void (*adamw_step_f32)(float *p, float *m, float *v, const float *g, const float *grad_scale,
+                           size_t n, float lr, float beta1, float beta2, float eps,
+                           float weight_decay, int step);
 } ops_table;
 
 const ops_table *ops_cpu(void);

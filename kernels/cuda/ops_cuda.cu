@@ -36,10 +36,17 @@ static void cuda_axpy_f32(float *y, float alpha, const float *x, size_t n)
     axpy_f32_kernel<<<grid_for(n, 256), 256>>>(y, alpha, x, n);
 }
 
-static const ops_table cuda_table = {
-    "cuda",
-    cuda_add_f32,
-    cuda_axpy_f32,
-};
+/* Entries not set here stay NULL until their CUDA twins land (the CUDA backend issue); value-
+ * initialising first keeps that explicit and silences missing-initializer warnings. */
+static ops_table cuda_table_make(void)
+{
+    ops_table t = {};
+    t.backend  = "cuda";
+    t.add_f32  = cuda_add_f32;
+    t.axpy_f32 = cuda_axpy_f32;
+    return t;
+}
+
+static const ops_table cuda_table = cuda_table_make();
 
 extern "C" const ops_table *ops_cuda(void) { return &cuda_table; }
