@@ -162,11 +162,12 @@ typedef struct ops_table {
     void (*grad_norm_f32)(float *norm, float *scale, const float *const *tensors,
                           const size_t *lens, int count, float max_norm);
     /* one torch.optim.AdamW step on one tensor with g * grad_scale[0] (NULL: 1) as its gradient;
-     * weight_decay 0 for tensors that take none; step counts from 1.
+     * weight_decay 0 for tensors that take none; step counts from 1. Hyperparameters are double,
+     * as torch's Python floats are: 1 - beta2 formed from a float 0.999 is off by 1e-5.
      * p, m, v [n] in/out, g [n], grad_scale [1] or NULL */
     void (*adamw_step_f32)(float *p, float *m, float *v, const float *g, const float *grad_scale,
-                           size_t n, float lr, float beta1, float beta2, float eps,
-                           float weight_decay, int step);
+                           size_t n, double lr, double beta1, double beta2, double eps,
+                           double weight_decay, int step);
 } ops_table;
 
 const ops_table *ops_cpu(void);

@@ -282,6 +282,9 @@ int corpus_builder_open(corpus_builder **out, const char *dir, const char *name,
     while (len > 1 && dir[len - 1] == '/') len--;
     if (len == 0 || (len == 1 && dir[0] == '/'))
         return adapt_fail(err, ADAPT_EINVAL, "corpus directory \"%s\" is not usable", dir);
+    /* Room for "<dir>.partial/shards/NNNNN.shard.tmp" in every PATH_MAX buffer below. */
+    if (len > PATH_MAX - 64)
+        return adapt_fail(err, ADAPT_EINVAL, "corpus directory path is too long (%zu bytes)", len);
     corpus_builder *b = calloc(1, sizeof *b);
     if (!b) return adapt_fail(err, ADAPT_ENOMEM, "no memory for corpus builder %s", dir);
     b->dir = strndup(dir, len);

@@ -917,6 +917,8 @@ int shard_stream_next(shard_stream *s, uint64_t *record, const uint8_t **pb, siz
 void shard_stream_close(shard_stream *s)
 {
     if (!s) return;
+    /* Back to normal readahead, so later random reads on r do not fetch twice what they need. */
+    posix_fadvise(s->r->fd, 0, 0, POSIX_FADV_NORMAL);
     free(s->buf);
     free(s->out);
     free(s);
@@ -955,6 +957,7 @@ int shard_reader_check(shard_reader *r, uint32_t *file_crc, adapt_error *err)
         pos = end;
     }
     free(buf);
+    posix_fadvise(r->fd, 0, 0, POSIX_FADV_NORMAL);
     if (rc) return rc;
     if (file_crc) *file_crc = whole;
     return 0;

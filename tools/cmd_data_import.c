@@ -13,7 +13,8 @@
 #include <unistd.h>
 
 #define IMPORT_DEFAULT_SHARD_SIZE 1000
-#define IMPORT_DEFAULT_ZSTD_LEVEL 3
+/* JPEG and PNG bytes barely compress; level 1 keeps nearly all of level 3's saving at less CPU. */
+#define IMPORT_DEFAULT_ZSTD_LEVEL 1
 
 static void import_usage(FILE *out)
 {

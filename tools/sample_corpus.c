@@ -107,7 +107,6 @@ static const char *const caption_instructions[] = {
 #define STAR_INNER_RATIO 0.4     /* inner over outer radius: thin enough to tell from a triangle */
 #define LARGEST_MARGIN   1.3     /* the largest shape has at least this times any other's area */
 #define COMPARE_MARGIN   1.3     /* "which is larger" is asked only past this area ratio */
-#define PARTIAL_MARKER   ".adaptctl-generate-partial"
 #define WORK_CHUNK       8       /* samples a worker claims at once */
 
 const char *samplegen_kind_name(enum samplegen_kind kind) { return kind_names[kind]; }
@@ -1032,7 +1031,10 @@ static int png_encode(encoder *e, int size, const char *name, adapt_error *err)
     png_set_write_fn(png, e, png_sink_write, png_sink_flush);
     png_set_IHDR(png, info, (png_uint_32)size, (png_uint_32)size, 8, PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_set_compression_level(png, 6);
+    /* Flat shapes on smooth backgrounds: the UP filter and a fast zlib level cost a third of
+     * the default (all filters, level 6) for files about a third larger. */
+    png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_UP);
+    png_set_compression_level(png, 3);
     png_write_info(png, info);
     for (int y = 0; y < size; y++) png_write_row(png, e->rgb + (size_t)y * size * 3);
     png_write_end(png, info);
@@ -1306,7 +1308,7 @@ static int partial_remove(const char *dir, adapt_error *err)
             }
         closedir(d);
     }
-    const char *files[] = {"llava.json", "captions.jsonl", PARTIAL_MARKER};
+    const char *files[] = {"llava.json", "captions.jsonl", SAMPLEGEN_PARTIAL_MARKER};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         path_join(path, dir, files[i]);
         int rc = unlink_if_there(path, err);
@@ -1324,7 +1326,7 @@ static int partial_remove(const char *dir, adapt_error *err)
 static int partial_prepare(const char *dir, adapt_error *err)
 {
     char path[PATH_MAX];
-    path_join(path, dir, PARTIAL_MARKER);
+    path_join(path, dir, SAMPLEGEN_PARTIAL_MARKER);
     struct stat st;
     if (lstat(dir, &st) == 0) {
         if (!S_ISDIR(st.st_mode) || access(path, F_OK) != 0)
@@ -1356,7 +1358,7 @@ static int partial_commit(const char *dir, const char *out, adapt_error *err)
     }
     close(fd);
     char path[PATH_MAX];
-    path_join(path, dir, PARTIAL_MARKER);
+    path_join(path, dir, SAMPLEGEN_PARTIAL_MARKER);
     int rc = unlink_if_there(path, err);
     if (rc) return rc;
     if (rename(dir, out) != 0)

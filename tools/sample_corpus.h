@@ -27,6 +27,9 @@
 #define SAMPLEGEN_MAX_SHAPES   (SAMPLEGEN_MAX_GROUPS * SAMPLEGEN_MAX_PER_GROUP)
 #define SAMPLEGEN_MAX_QA       6     /* question-answer pairs after the caption turn */
 #define SAMPLEGEN_STAR_POINTS  5
+/* The file that marks OUT.partial as an unfinished run of this generator: a later run may clear
+ * such a directory, and no other. */
+#define SAMPLEGEN_PARTIAL_MARKER ".adaptctl-generate-partial"
 
 enum samplegen_format {
     SAMPLEGEN_FORMAT_JPEG,

@@ -114,6 +114,28 @@ static int jpeg_fail(imgdec_decoder *d, int code)
     return code;
 }
 
+/* Validation decodes every block of every component — all entropy-coded data, every inverse DCT
+ * — into the file's own planes (YCbCr or gray) without upsampling or colour conversion, which
+ * only rearrange pixels that are already known to be sound; libjpeg's fast integer IDCT is
+ * enough for that. Other colour models (RGB-coded, CMYK) decode to pixels in their own model. */
+static int jpeg_validate_pixels(imgdec_decoder *d, const uint8_t *bytes, size_t len, int w, int h,
+                                int subsamp, int colorspace, adapt_error *err)
+{
+    int flags = TJFLAG_STOPONWARNING | TJFLAG_FASTDCT;
+    int planar = (colorspace == TJCS_YCbCr || colorspace == TJCS_GRAY) && subsamp >= 0;
+    int pf = colorspace == TJCS_GRAY ? TJPF_GRAY
+             : colorspace == TJCS_CMYK || colorspace == TJCS_YCCK ? TJPF_CMYK : TJPF_RGB;
+    size_t need = planar ? tjBufSizeYUV2(w, 1, h, subsamp)
+                         : (size_t)w * (size_t)h * (size_t)tjPixelSize[pf];
+    uint8_t *out = need != (size_t)-1 ? decoder_scratch(d, need) : NULL;
+    if (!out) return adapt_fail(err, ADAPT_ENOMEM, "JPEG %dx%d: out of memory", w, h);
+    int rc = planar ? tjDecompressToYUV2(d->tj, bytes, (unsigned long)len, out, w, 1, h, flags)
+                    : tjDecompress2(d->tj, bytes, (unsigned long)len, out, w, 0, h, pf,
+                                    flags | TJFLAG_FASTUPSAMPLE);
+    if (rc) return adapt_fail(err, ADAPT_ECORRUPT, "JPEG data: %s", tjGetErrorStr2(d->tj));
+    return ADAPT_OK;
+}
+
 static int jpeg_run(imgdec_decoder *d, const uint8_t *bytes, size_t len, imgdec_mode mode,
                     uint8_t **rgb, imgdec_info *info, adapt_error *err)
 {
@@ -131,35 +153,31 @@ static int jpeg_run(imgdec_decoder *d, const uint8_t *bytes, size_t len, imgdec_
     info->channels = colorspace == TJCS_GRAY ? 1 : cmyk ? 4 : 3;
     if (mode == IMGDEC_MODE_PROBE) return ADAPT_OK;
 
-    /* Validation decodes in the file's own colour model with the fast IDCT and upsampling: every
-     * scanline of every component is still entropy-decoded and reconstructed, which is what
-     * catches damage, while the RGB path keeps libjpeg's accurate defaults for the loader. */
-    int pf = cmyk ? TJPF_CMYK : mode == IMGDEC_MODE_VALIDATE && colorspace == TJCS_GRAY ? TJPF_GRAY
-                                                                                        : TJPF_RGB;
-    int flags = TJFLAG_STOPONWARNING;
-    if (mode == IMGDEC_MODE_VALIDATE) flags |= TJFLAG_FASTDCT | TJFLAG_FASTUPSAMPLE;
+    if (mode == IMGDEC_MODE_VALIDATE) {
+        rc = jpeg_validate_pixels(d, bytes, len, w, h, subsamp, colorspace, err);
+        return rc ? jpeg_fail(d, rc) : ADAPT_OK;
+    }
+    /* The loader's RGB keeps libjpeg's accurate IDCT and fancy upsampling. */
+    int pf = cmyk ? TJPF_CMYK : TJPF_RGB;
     size_t pixels = (size_t)w * (size_t)h;
-    size_t need = pixels * (size_t)tjPixelSize[pf];
-    uint8_t *out = mode == IMGDEC_MODE_VALIDATE ? decoder_scratch(d, need) : malloc(need);
+    uint8_t *out = malloc(pixels * (size_t)tjPixelSize[pf]);
     if (!out) return adapt_fail(err, ADAPT_ENOMEM, "JPEG %dx%d: out of memory", w, h);
-    if (tjDecompress2(d->tj, bytes, (unsigned long)len, out, w, 0, h, pf, flags)) {
+    if (tjDecompress2(d->tj, bytes, (unsigned long)len, out, w, 0, h, pf, TJFLAG_STOPONWARNING)) {
         rc = adapt_fail(err, ADAPT_ECORRUPT, "JPEG data: %s", tjGetErrorStr2(d->tj));
-        if (mode == IMGDEC_MODE_RGB) free(out);
+        free(out);
         return jpeg_fail(d, rc);
     }
-    if (mode == IMGDEC_MODE_RGB) {
-        if (cmyk) {
-            uint8_t *conv = malloc(pixels * 3);
-            if (!conv) {
-                free(out);
-                return adapt_fail(err, ADAPT_ENOMEM, "JPEG %dx%d: out of memory", w, h);
-            }
-            cmyk_to_rgb(out, conv, pixels);
+    if (cmyk) {
+        uint8_t *conv = malloc(pixels * 3);
+        if (!conv) {
             free(out);
-            out = conv;
+            return adapt_fail(err, ADAPT_ENOMEM, "JPEG %dx%d: out of memory", w, h);
         }
-        *rgb = out;
+        cmyk_to_rgb(out, conv, pixels);
+        free(out);
+        out = conv;
     }
+    *rgb = out;
     return ADAPT_OK;
 }
 

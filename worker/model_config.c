@@ -276,15 +276,16 @@ static void vision_read(cfg_reader *r, const cJSON *v, model_config_vision *c)
     c->temporal_patch_size = cfg_int(r, v, "temporal_patch_size", 2, 1);
     c->spatial_merge_size  = cfg_int(r, v, "spatial_merge_size", 2, 1);
     c->initializer_range   = cfg_num(r, v, "initializer_range", 0.02);
-    double ratio           = cfg_num(r, v, "mlp_ratio", 4.0);
+    int ratio              = cfg_int(r, v, "mlp_ratio", 4, 1);   /* an int in transformers 5 */
     static const char *const qgelu[] = {"quick_gelu", NULL};
     cfg_str_in(r, v, "hidden_act", "quick_gelu", qgelu, "adaptd's vision MLP uses QuickGELU");
     if (r->rc) return;
-    if (!(ratio > 0) || c->embed_dim * ratio >= INT_MAX)
-        cfg_fail(r, ADAPT_EINVAL, "mlp_ratio", "must be positive and keep the MLP width in range");
-    c->mlp_dim = (int)(c->embed_dim * ratio);   /* transformers: int(embed_dim * mlp_ratio) */
+    if ((long long)c->embed_dim * ratio > INT_MAX)
+        cfg_fail(r, ADAPT_EINVAL, "mlp_ratio", "= %d makes the MLP width overflow", ratio);
+    c->mlp_dim = c->embed_dim * ratio;
     if (c->in_channels != 3)
-        cfg_fail(r, ADAPT_EUNSUPPORTED, "in_channels", "= %d is not supported: images are RGB", c->in_channels);
+        cfg_fail(r, ADAPT_EUNSUPPORTED, cfg_get(v, "in_channels") ? "in_channels" : "in_chans",
+                 "= %d is not supported: images are RGB", c->in_channels);
     if (c->embed_dim % c->num_heads)
         cfg_fail(r, ADAPT_EINVAL, "embed_dim", "= %d is not a multiple of num_heads = %d", c->embed_dim, c->num_heads);
     c->head_dim = r->rc ? 0 : c->embed_dim / c->num_heads;

@@ -39,7 +39,7 @@ typedef struct model_config_vision {
     int    embed_dim;                /* vision width */
     int    num_heads;
     int    head_dim;                 /* embed_dim / num_heads */
-    int    mlp_dim;                  /* int(embed_dim * mlp_ratio), the QuickGELU MLP inner width */
+    int    mlp_dim;                  /* embed_dim * mlp_ratio, the QuickGELU MLP inner width */
     int    out_hidden_size;          /* `hidden_size`: the merger's output, = the LM width */
     int    in_channels;              /* 3 */
     int    patch_size;               /* 14 */

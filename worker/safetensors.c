@@ -309,7 +309,7 @@ static int cmp_by_offset(const void *a, const void *b)
  * offset, each starts where the previous ends and the last ends at the end of the file. */
 static int tiling_check(const st_file *f, safetensors_tensor *ts, size_t n, adapt_error *err)
 {
-    qsort(ts, n, sizeof *ts, cmp_by_offset);
+    if (n > 1) qsort(ts, n, sizeof *ts, cmp_by_offset);
     uint64_t at = f->data_start;
     const char *prev = NULL;
     for (size_t i = 0; i < n; i++) {
@@ -412,7 +412,7 @@ static int header_read(st_file *f, safetensors_tensor **ts, size_t *nts, size_t 
         (*nts)++;
     }
     cJSON_Delete(root);
-    if (rc == ADAPT_OK) rc = tiling_check(f, *ts + first, *nts - first, err);
+    if (rc == ADAPT_OK) rc = tiling_check(f, *nts > first ? *ts + first : NULL, *nts - first, err);
     return rc;
 }
 
@@ -449,7 +449,7 @@ static int files_load(safetensors_t *st, char **paths, size_t n, adapt_error *er
         rc = header_read(&st->files[i], &st->tensors, &st->ntensors, &cap, &st->meta, &st->nmeta, err);
         if (rc) return rc;
     }
-    qsort(st->tensors, st->ntensors, sizeof *st->tensors, cmp_by_name);
+    if (st->ntensors > 1) qsort(st->tensors, st->ntensors, sizeof *st->tensors, cmp_by_name);
     for (size_t i = 1; i < st->ntensors; i++)
         if (strcmp(st->tensors[i - 1].name, st->tensors[i].name) == 0)
             return adapt_fail(err, ADAPT_ECORRUPT, "tensor '%s' appears twice: in %s and in %s",
@@ -652,8 +652,8 @@ int safetensors_check_names(const safetensors_t *st, const char *const *names, s
 {
     const char **want = malloc((n ? n : 1) * sizeof *want);
     if (!want) return adapt_fail(err, ADAPT_ENOMEM, "out of memory");
-    memcpy(want, names, n * sizeof *want);
-    qsort(want, n, sizeof *want, cmp_str);
+    if (n) memcpy(want, names, n * sizeof *want);
+    if (n > 1) qsort(want, n, sizeof *want, cmp_str);
     char miss[400] = "", extra[400] = "";
     size_t lm = 0, le = 0, dm = 0, de = 0, nm = 0, ne = 0, i = 0, j = 0;
     /* Merge walk of two sorted lists. */

@@ -12,6 +12,7 @@
 #include <pcre2.h>
 #include <unicode/uchar.h>
 #include <unicode/unorm2.h>
+#include <unicode/uset.h>
 #include <unicode/ustring.h>
 #include <unicode/utf8.h>
 
@@ -190,6 +191,7 @@ typedef struct added_set {
 
 struct tok_tokenizer {
     size_t    n_ids;           /* highest id + 1 */
+    size_t    n_model;         /* entries of model.vocab */
     uint8_t  *arena;           /* bytes of every token, then of added contents */
     size_t    arena_len, arena_cap;
     uint32_t *tok_off;         /* [n_ids] where id's decoded bytes start in arena */
@@ -211,7 +213,9 @@ struct tok_tokenizer {
     pcre2_code *split_re;
     bool        nfc;
     bool        ignore_merges;
-    const UNormalizer2 *nfc_norm;
+    const UNormalizer2 *nfc_norm;   /* the NFC that tokenizers applies (see load_normalizer) */
+    UNormalizer2       *nfc_filtered;
+    USet               *nfc_age;
 
     int32_t bos_id, eos_id, pad_id;
 };
@@ -361,11 +365,20 @@ static int load_normalizer(tok_tokenizer *t, const cJSON *n, const char *path, a
     if (!cJSON_IsObject(n) || strcmp(json_type(n), "NFC"))
         return REFUSE("normalizer.type '%s'", cJSON_IsObject(n) ? json_type(n) : "?");
     if (json_only_keys(n, keys, "normalizer", path, err)) return err->code;
+    /* tokenizers' NFC (the unicode-normalization-alignments crate) carries Unicode 9.0 data:
+     * a character assigned later is, to it, an unassigned starter that neither reorders nor
+     * composes (measured against tokenizers 0.23: U+1E944 of 9.0 reorders, U+1DF6 of 10.0 does
+     * not). ICU's filtered normalizer over [:age=9.0:] is exactly that, and normalization
+     * stability guarantees older characters behave the same in ICU's newer data. */
     UErrorCode uerr = U_ZERO_ERROR;
-    t->nfc_norm = unorm2_getNFCInstance(&uerr);
+    const UNormalizer2 *nfc = unorm2_getNFCInstance(&uerr);
+    static const UChar age_pattern[] = u"[:age=9.0:]";
+    if (U_SUCCESS(uerr)) t->nfc_age = uset_openPattern(age_pattern, -1, &uerr);
+    if (U_SUCCESS(uerr)) t->nfc_filtered = unorm2_openFiltered(nfc, t->nfc_age, &uerr);
     if (U_FAILURE(uerr))
         return adapt_fail(err, ADAPT_EUNSUPPORTED, "%s: normalizer NFC: ICU has no NFC data (%s)",
                           path, u_errorName(uerr));
+    t->nfc_norm = t->nfc_filtered;
     t->nfc = true;
     return ADAPT_OK;
 }
@@ -375,7 +388,7 @@ static int compile_split(tok_tokenizer *t, const char *pattern, bool literal, co
 {
     int code;
     PCRE2_SIZE at;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     t->split_re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &code, &at, NULL);
     if (!t->split_re) {
         PCRE2_UCHAR msg[256];
@@ -492,6 +505,7 @@ static int load_vocab(tok_tokenizer *t, const cJSON *vocab, const char *path, ad
         if ((size_t)e->valueint + 1 > t->n_ids) t->n_ids = (size_t)e->valueint + 1;
         n++;
     }
+    t->n_model = n;
     t->vocab_mask = pow2_at_least(n * 2) - 1;
     t->vocab_slots = malloc((t->vocab_mask + 1) * sizeof *t->vocab_slots);
     if (!t->vocab_slots) return adapt_fail(err, ADAPT_ENOMEM, "%s: out of memory", path);
@@ -662,21 +676,47 @@ static int parse_added(tok_tokenizer *t, const cJSON *list, const char *path, ad
 static int nfc_utf8(const UNormalizer2 *norm, const uint8_t *s, size_t n, tok_bytes *out,
                     UChar **u1, UChar **u2, size_t *ucap);
 
+/* The id tokenizers' AddedVocabulary gives added token k when it loads the list in order: that of
+ * an earlier added token with the same content, else that of the model's vocabulary entry
+ * (in_vocab, -1 if none), else the next id after the model's and the added ones so far. */
+static int32_t added_expected_id(const tok_tokenizer *t, const char *const *contents, size_t k,
+                                 int32_t in_vocab, size_t vocab_n)
+{
+    for (size_t i = 0; i < k; i++)
+        if (!strcmp(contents[i], contents[k])) return t->added[i].id;
+    if (in_vocab >= 0) return in_vocab;
+    int64_t max = -1;
+    for (size_t i = 0; i < k; i++) if (t->added[i].id > max) max = t->added[i].id;
+    return max >= (int64_t)vocab_n ? (int32_t)(max + 1) : (int32_t)vocab_n;
+}
+
 /* Gives each added token its bytes for decoding (as tokenizers' ByteLevel decoder spells it) and
  * its content for matching (NFC-normalized when normalized=true). */
-static int store_added(tok_tokenizer *t, const cJSON *list, const char *path, adapt_error *err)
+static int store_added(tok_tokenizer *t, const cJSON *list, size_t vocab_n, const char *path,
+                       adapt_error *err)
 {
     uint8_t buf[1024];
     tok_bytes norm = {0};
     UChar *u1 = NULL, *u2 = NULL;
     size_t ucap = 0;
     int rc = ADAPT_OK;
+    const char **contents = calloc(t->n_added + 1, sizeof *contents);
+    if (!contents) return adapt_fail(err, ADAPT_ENOMEM, "%s: out of memory", path);
     const cJSON *e = list ? list->child : NULL;
     for (size_t k = 0; k < t->n_added; k++, e = e->next) {
         tok_added *a = &t->added[k];
         const char *c = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
+        contents[k] = c;
         size_t cl = strlen(c);
         long bl = cl < sizeof buf ? bytelevel_decode(c, cl, buf) : -1;
+        int32_t in_vocab = bl >= 0 ? vocab_find(t, buf, (size_t)bl) : -1;
+        int32_t want = added_expected_id(t, contents, k, in_vocab, vocab_n);
+        if (want != a->id) {
+            rc = adapt_fail(err, ADAPT_EUNSUPPORTED, "%s: added_tokens[%zu] '%s' has id %d where "
+                            "tokenizers would give it %d; adaptd does not load a tokenizer.json "
+                            "whose added-token ids disagree with tokenizers'", path, k, c, a->id, want);
+            break;
+        }
         uint32_t off;
         if (arena_put(t, bl >= 0 ? (const void *)buf : c, bl >= 0 ? (size_t)bl : cl, &off)) {
             rc = adapt_fail(err, ADAPT_ENOMEM, "%s: out of memory", path);
@@ -705,6 +745,7 @@ static int store_added(tok_tokenizer *t, const cJSON *list, const char *path, ad
     tok_bytes_free(&norm);
     free(u1);
     free(u2);
+    free(contents);
     return rc;
 }
 
@@ -754,7 +795,7 @@ static int load_tokenizer_json(tok_tokenizer *t, const cJSON *root, const char *
         alloc_ids(t, path, err) ||
         fill_vocab(t, cJSON_GetObjectItemCaseSensitive(model, "vocab"), path, err) ||
         load_merges(t, cJSON_GetObjectItemCaseSensitive(model, "merges"), path, err) ||
-        store_added(t, added, path, err))
+        store_added(t, added, t->n_model, path, err))
         return err->code;
     if (build_added_set(t, &t->raw_set, false) || build_added_set(t, &t->norm_set, true))
         return adapt_fail(err, ADAPT_ENOMEM, "%s: out of memory", path);
@@ -844,6 +885,8 @@ void tok_free(tok_tokenizer *t)
     free(t->raw_set.order);
     free(t->norm_set.order);
     pcre2_code_free(t->split_re);
+    if (t->nfc_filtered) unorm2_close(t->nfc_filtered);
+    if (t->nfc_age) uset_close(t->nfc_age);
     free(t);
 }
 

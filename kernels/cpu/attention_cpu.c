@@ -26,6 +26,7 @@ static inline int att_visible(const ops_attn *a, int r0, int r, int c0, int nc)
 
 /* Online-softmax update of one query block with one score tile s [nr, ATT_BC] (already scaled):
  * turns s into probabilities relative to the new running max, rescales acc [nr, D] and l. */
+CPU_VEC_CLONES
 static void att_online_update(real *s, real *acc, real *m, real *l, const ops_attn *a, int r0,
                               int nr, int c0, int nc)
 {
@@ -94,6 +95,30 @@ void CPU_FN(attention_forward)(real *o, real *lse, const real *q, const real *k,
     }
 }
 
+/* Probabilities of a recomputed score tile p [nr, ATT_BC] from the rows' saved lse, masked. */
+CPU_VEC_CLONES
+static void att_probs(real *p, const real *rowlse, const ops_attn *a, int r0, int nr, int c0, int nc)
+{
+    for (int r = 0; r < nr; r++) {
+        real *pr = p + (size_t)r * ATT_BC, l = rowlse[r];
+        int vis = att_visible(a, r0, r, c0, nc);
+#pragma omp simd
+        for (int c = 0; c < vis; c++) pr[c] = cpu_exp(pr[c] - l);
+        for (int c = vis; c < nc; c++) pr[c] = 0;
+    }
+}
+
+/* dS = P (dP - rowsum(dO o)), in place over dp [nr, ATT_BC] */
+CPU_VEC_CLONES
+static void att_dscores(real *dp, const real *p, const real *rowdot, int nr, int nc)
+{
+    for (int r = 0; r < nr; r++) {
+        real *dr = dp + (size_t)r * ATT_BC, d = rowdot[r];
+        const real *pr = p + (size_t)r * ATT_BC;
+        for (int c = 0; c < nc; c++) dr[c] = pr[c] * (dr[c] - d);
+    }
+}
+
 /* Backward of one query block of head h against every key tile it saw:
  * P = exp(S - lse), dV += P^T dO, dS = P (dO V^T - rowsum(dO o)), dQ += scale dS K,
  * dK += scale dS^T Q. The caller owns dk, dv rows of this (segment, kv head). */
@@ -119,19 +144,10 @@ static void att_backward_block(real *dq, real *dk, real *dv, const real *dout, c
         size_t koff = (size_t)(t0 + c0) * a->ldk + (size_t)kvh * D;
         size_t voff = (size_t)(t0 + c0) * a->ldv + (size_t)kvh * D;
         CPU_FN(matmul_serial)(p, qb, k + koff, nr, nc, D, 0, 1, a->ldq, a->ldk, ATT_BC, a->scale, 0);
-        for (int r = 0; r < nr; r++) {
-            real *pr = p + (size_t)r * ATT_BC;
-            int vis = att_visible(a, r0, r, c0, nc);
-            for (int c = 0; c < vis; c++) pr[c] = cpu_exp(pr[c] - rowlse[r]);
-            for (int c = vis; c < nc; c++) pr[c] = 0;
-        }
+        att_probs(p, rowlse, a, r0, nr, c0, nc);
         CPU_FN(matmul_serial)(dv + voff, p, dob, nc, D, nr, 1, 0, ATT_BC, a->ldo, a->ldv, 1, 1);
         CPU_FN(matmul_serial)(ds, dob, v + voff, nr, nc, D, 0, 1, a->ldo, a->ldv, ATT_BC, 1, 0);
-        for (int r = 0; r < nr; r++) {
-            real *dr = ds + (size_t)r * ATT_BC;
-            const real *pr = p + (size_t)r * ATT_BC;
-            for (int c = 0; c < nc; c++) dr[c] = pr[c] * (dr[c] - rowdot[r]);
-        }
+        att_dscores(ds, p, rowdot, nr, nc);
         CPU_FN(matmul_serial)(dq + qoff, ds, k + koff, nr, D, nc, 0, 0, ATT_BC, a->ldk, a->ldq,
                               a->scale, 1);
         CPU_FN(matmul_serial)(dk + koff, ds, qb, nc, D, nr, 1, 0, ATT_BC, a->ldq, a->ldk,

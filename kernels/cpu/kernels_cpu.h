@@ -127,7 +127,7 @@ void CPU_FN(lmhead_xent)(real *loss, real *dh, real *dw, const real *h, const re
 void CPU_FN(grad_norm)(real *norm, real *scale, const real *const *tensors, const size_t *lens,
                        int count, float max_norm);
 void CPU_FN(adamw_step)(real *p, real *m, real *v, const real *g, const real *grad_scale,
-                        size_t n, float lr, float beta1, float beta2, float eps,
-                        float weight_decay, int step);
+                        size_t n, double lr, double beta1, double beta2, double eps,
+                        double weight_decay, int step);
 
 #endif

@@ -1,78 +1,105 @@
 /* matmul_cpu: C = alpha op(A) op(B) + beta C, and the bias add / bias gradient of a Linear.
  *
  * Design: BLAS (OpenBLAS's sgemm/dgemm) when the build found one, because nothing hand-written
- * here beats it; otherwise a cache-blocked product in the Goto manner: B is packed into
- * KC x NR slivers, A into MR x KC slivers, and a register-tiled MR x NR micro-kernel (plain C the
- * compiler vectorises, cloned for AVX2+FMA) runs over them. Packing absorbs the transposes, so
- * the micro-kernel sees one layout. Tiles live on the stack: nothing to allocate or fail. */
+ * here beats it; otherwise a cache-blocked product in the Goto manner: per KC-deep slab, a
+ * KC x NC panel of B is packed once into NR-wide slivers and reused by every row block, each
+ * MC x KC block of A is packed once into MR-high slivers and reused across the whole panel, and
+ * a register-tiled MR x NR micro-kernel (GCC vector extensions, cloned for AVX2+FMA) runs over
+ * them. Packing absorbs the transposes, so the micro-kernel sees one layout. Tiles live on the
+ * stack (at most ~350 KB for the double build): nothing to allocate or fail. */
 #include "kernels_cpu.h"
 
 #if ADAPT_HAVE_BLAS
 #include <cblas.h>
 #endif
 
-enum { MM_MR = 6, MM_NR = 16, MM_KC = 128, MM_MC = 72, MM_NC = 64 };
+enum { MM_MR = 6, MM_NR = 16, MM_KC = 256, MM_MC = 72, MM_NC = 256 };
+enum { MM_AP_LEN = MM_MC * MM_KC, MM_BP_LEN = MM_NC * MM_KC };
 
-/* element (i, j) of op(X) where X is stored row-major with leading dimension ld */
-static inline real mm_at(const real *x, int trans, int ld, int i, int j)
-{
-    return trans ? x[(size_t)j * ld + i] : x[(size_t)i * ld + j];
-}
-
-/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) as MR-row slivers: sliver s holds
- * kc columns of MR values each, zero-padded past m. ap [ceil(mc/MR) * MR * kc] */
+/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) as MR-row slivers: sliver s holds kc
+ * columns of MR values each, zero-padded past mc. ap [ceil(mc/MR) * MR * kc] */
 static void mm_pack_a(real *ap, const real *a, int trans_a, int lda, int i0, int mc, int p0, int kc)
 {
     for (int s = 0; s < mc; s += MM_MR) {
         real *dst = ap + (size_t)s * kc;
         int rows = mc - s < MM_MR ? mc - s : MM_MR;
-        for (int p = 0; p < kc; p++) {
-            for (int r = 0; r < rows; r++) dst[p * MM_MR + r] = mm_at(a, trans_a, lda, i0 + s + r, p0 + p);
-            for (int r = rows; r < MM_MR; r++) dst[p * MM_MR + r] = 0;
+        if (rows < MM_MR) memset(dst, 0, (size_t)kc * MM_MR * sizeof(real));
+        for (int r = 0; r < rows; r++) {
+            if (trans_a) {
+                const real *src = a + (size_t)p0 * lda + i0 + s + r;
+                for (int p = 0; p < kc; p++) dst[p * MM_MR + r] = src[(size_t)p * lda];
+            } else {
+                const real *src = a + (size_t)(i0 + s + r) * lda + p0;
+                for (int p = 0; p < kc; p++) dst[p * MM_MR + r] = src[p];
+            }
         }
     }
 }
 
-/* Pack rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) as NR-column slivers, zero-padded past n.
- * bp [ceil(nc/NR) * NR * kc] */
-static void mm_pack_b(real *bp, const real *b, int trans_b, int ldb, int p0, int kc, int j0, int nc)
+/* Pack rows [p0, p0+kc) x cols [j0 + s, j0 + s + NR) of op(B), one NR-column sliver, zero-padded
+ * past nc. dst [kc * NR] */
+static void mm_pack_b_sliver(real *dst, const real *b, int trans_b, int ldb, int p0, int kc, int j0,
+                             int s, int nc)
 {
-    for (int s = 0; s < nc; s += MM_NR) {
-        real *dst = bp + (size_t)s * kc;
-        int cols = nc - s < MM_NR ? nc - s : MM_NR;
+    int cols = nc - s < MM_NR ? nc - s : MM_NR;
+    if (cols < MM_NR) memset(dst, 0, (size_t)kc * MM_NR * sizeof(real));
+    if (trans_b) {
+        for (int c = 0; c < cols; c++) {
+            const real *src = b + (size_t)(j0 + s + c) * ldb + p0;
+            for (int p = 0; p < kc; p++) dst[p * MM_NR + c] = src[p];
+        }
+    } else {
         for (int p = 0; p < kc; p++) {
-            for (int c = 0; c < cols; c++) dst[p * MM_NR + c] = mm_at(b, trans_b, ldb, p0 + p, j0 + s + c);
-            for (int c = cols; c < MM_NR; c++) dst[p * MM_NR + c] = 0;
+            const real *src = b + (size_t)(p0 + p) * ldb + j0 + s;
+            for (int c = 0; c < cols; c++) dst[p * MM_NR + c] = src[c];
         }
     }
 }
 
-/* C tile [rows, cols] += alpha * (MR x kc sliver of A) * (kc x NR sliver of B). The fixed-size
- * accumulator stays in registers; the edge copy-out handles partial tiles.
+/* 32-byte vectors through GCC's vector extension: AVX registers in the x86-64-v3 clone, pairs of
+ * SSE registers in the default one, plain scalars elsewhere; no intrinsics to port. */
+typedef real mm_vec __attribute__((vector_size(32)));
+typedef real mm_vec_u __attribute__((vector_size(32), aligned(sizeof(real))));  /* unaligned loads */
+enum { MM_VN = 32 / sizeof(real), MM_NV = MM_NR / MM_VN };
+
+/* C tile [rows, cols] += alpha * (MR x kc sliver of A) * (kc x NR sliver of B). The MR x NR
+ * accumulator lives in registers (12 of the 16 AVX registers for float); partial edge tiles are
+ * computed whole on the zero padding and only their valid part is written back.
  * ap [kc, MR], bp [kc, NR], c [rows, ldc] */
 CPU_VEC_CLONES
 static void mm_micro(real *c, int ldc, const real *ap, const real *bp, int kc, int rows, int cols,
                      real alpha)
 {
-    real acc[MM_MR][MM_NR];
+    mm_vec acc[MM_MR][MM_NV];
     for (int r = 0; r < MM_MR; r++)
-        for (int j = 0; j < MM_NR; j++) acc[r][j] = 0;
+        for (int v = 0; v < MM_NV; v++) acc[r][v] = (mm_vec){0};
     for (int p = 0; p < kc; p++) {
-        const real *ar = ap + p * MM_MR, *br = bp + p * MM_NR;
+        mm_vec b[MM_NV];
+        for (int v = 0; v < MM_NV; v++) b[v] = *(const mm_vec_u *)(bp + (size_t)p * MM_NR + v * MM_VN);
+        const real *ar = ap + (size_t)p * MM_MR;
         for (int r = 0; r < MM_MR; r++)
-            for (int j = 0; j < MM_NR; j++) acc[r][j] += ar[r] * br[j];
+            for (int v = 0; v < MM_NV; v++) acc[r][v] += ar[r] * b[v];
     }
-    for (int r = 0; r < rows; r++)
-        for (int j = 0; j < cols; j++) c[(size_t)r * ldc + j] += alpha * acc[r][j];
+    if (rows == MM_MR && cols == MM_NR) {
+        for (int r = 0; r < MM_MR; r++)
+            for (int v = 0; v < MM_NV; v++) {
+                mm_vec_u *cv = (mm_vec_u *)(c + (size_t)r * ldc + v * MM_VN);
+                *cv += alpha * acc[r][v];
+            }
+        return;
+    }
+    for (int r = 0; r < rows; r++) {
+        real *cr = c + (size_t)r * ldc;
+        for (int j = 0; j < cols; j++) cr[j] += alpha * acc[r][j / MM_VN][j % MM_VN];
+    }
 }
 
-/* One MC x NC block of C over one KC slab: pack A's rows, then run the micro-kernel over the
- * already-packed B columns. ap is this thread's scratch [MC * KC]. */
-static void mm_block(real *c, int ldc, const real *a, int trans_a, int lda, const real *bp,
-                     real *ap, int i0, int mc, int p0, int kc, int j0, int nc, real alpha)
+/* Row block [i0, i0+mc) of C times the packed panel (columns [j0, j0+nc)) over one slab, with
+ * slivers [s_lo, s_hi) of the panel. ap holds the block's packed A. */
+static void mm_block(real *c, int ldc, const real *ap, const real *bp, int i0, int mc, int kc,
+                     int j0, int nc, int s_lo, int s_hi, real alpha)
 {
-    mm_pack_a(ap, a, trans_a, lda, i0, mc, p0, kc);
-    for (int js = 0; js < nc; js += MM_NR) {
+    for (int js = s_lo; js < s_hi; js += MM_NR) {
         int cols = nc - js < MM_NR ? nc - js : MM_NR;
         for (int is = 0; is < mc; is += MM_MR) {
             int rows = mc - is < MM_MR ? mc - is : MM_MR;
@@ -92,23 +119,56 @@ static void mm_scale_rows(real *c, int i0, int i1, int n, int ldc, real beta)
     }
 }
 
-/* One (row block, column block) task of one KC slab: pack its B columns and A rows, multiply. */
-static void mm_task(real *c, const real *a, const real *b, int m, int n, int trans_a,
-                    int trans_b, int lda, int ldb, int ldc, real alpha, int p0, int kc, int bi,
-                    int bj)
+/* The shape of one product, so the slab loops take one argument instead of twelve. */
+typedef struct mm_shape {
+    real       *c;
+    const real *a, *b;
+    int         m, n, k, trans_a, trans_b, lda, ldb, ldc;
+    real        alpha;
+} mm_shape;
+
+/* One thread does it all: for callers inside a parallel region (attention tiles); no OpenMP
+ * construct here, so they pay nothing for one. */
+static void mm_slab_serial(const mm_shape *g, real *bp, int p0, int kc, int j0, int nc)
 {
-    real ap[((MM_MC + MM_MR - 1) / MM_MR) * MM_MR * MM_KC];
-    real bp[MM_NC * MM_KC];
-    int i0 = bi * MM_MC, j0 = bj * MM_NC;
-    int mc = m - i0 < MM_MC ? m - i0 : MM_MC, nc = n - j0 < MM_NC ? n - j0 : MM_NC;
-    mm_pack_b(bp, b, trans_b, ldb, p0, kc, j0, nc);
-    mm_block(c, ldc, a, trans_a, lda, bp, ap, i0, mc, p0, kc, j0, nc, alpha);
+    real ap[MM_AP_LEN];
+    for (int s = 0; s < nc; s += MM_NR)
+        mm_pack_b_sliver(bp + (size_t)s * kc, g->b, g->trans_b, g->ldb, p0, kc, j0, s, nc);
+    for (int i0 = 0; i0 < g->m; i0 += MM_MC) {
+        int mc = g->m - i0 < MM_MC ? g->m - i0 : MM_MC;
+        mm_pack_a(ap, g->a, g->trans_a, g->lda, i0, mc, p0, kc);
+        mm_block(g->c, g->ldc, ap, bp, i0, mc, kc, j0, nc, 0, nc, g->alpha);
+    }
 }
 
-/* The blocked product. The parallel version splits the (row block, column block) grid of each
- * KC slab across OpenMP threads; every task packs its own A and B tiles (cheap next to its
- * MC x NC x KC product) so threads never wait on one another inside a slab. The serial version
- * has no OpenMP construct at all, so callers inside a parallel region pay nothing for one. */
+/* Threads share the packed B panel. With several row blocks they split the row blocks (each
+ * packs its own A once); with one (short, wide products such as the loss's) they share one packed
+ * A and split the panel's slivers instead. */
+static void mm_slab_parallel(const mm_shape *g, real *bp, int p0, int kc, int j0, int nc)
+{
+    int slivers = (nc + MM_NR - 1) / MM_NR, mb = (g->m + MM_MC - 1) / MM_MC;
+#pragma omp parallel for schedule(static) if (slivers > 1)
+    for (int si = 0; si < slivers; si++)
+        mm_pack_b_sliver(bp + (size_t)si * MM_NR * kc, g->b, g->trans_b, g->ldb, p0, kc, j0,
+                         si * MM_NR, nc);
+    if (mb > 1) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int bi = 0; bi < mb; bi++) {
+            real ap[MM_AP_LEN];
+            int i0 = bi * MM_MC, mc = g->m - i0 < MM_MC ? g->m - i0 : MM_MC;
+            mm_pack_a(ap, g->a, g->trans_a, g->lda, i0, mc, p0, kc);
+            mm_block(g->c, g->ldc, ap, bp, i0, mc, kc, j0, nc, 0, nc, g->alpha);
+        }
+    } else {
+        real ap[MM_AP_LEN];
+        mm_pack_a(ap, g->a, g->trans_a, g->lda, 0, g->m, p0, kc);
+#pragma omp parallel for schedule(static) if (slivers > 1)
+        for (int si = 0; si < slivers; si++)
+            mm_block(g->c, g->ldc, ap, bp, 0, g->m, kc, j0, nc, si * MM_NR, si * MM_NR + MM_NR,
+                     g->alpha);
+    }
+}
+
 static void mm_blocked(real *c, const real *a, const real *b, int m, int n, int k, int trans_a,
                        int trans_b, int lda, int ldb, int ldc, real alpha, real beta, int parallel)
 {
@@ -122,18 +182,14 @@ static void mm_blocked(real *c, const real *a, const real *b, int m, int n, int 
         }
     }
     if (k <= 0 || alpha == 0) return;
-    int mb = (m + MM_MC - 1) / MM_MC, nb = (n + MM_NC - 1) / MM_NC;
+    mm_shape g = {c, a, b, m, n, k, trans_a, trans_b, lda, ldb, ldc, alpha};
+    real bp[MM_BP_LEN];
     for (int p0 = 0; p0 < k; p0 += MM_KC) {
         int kc = k - p0 < MM_KC ? k - p0 : MM_KC;
-        if (parallel) {
-#pragma omp parallel for collapse(2) schedule(static) if (mb * nb > 1)
-            for (int bi = 0; bi < mb; bi++)
-                for (int bj = 0; bj < nb; bj++)
-                    mm_task(c, a, b, m, n, trans_a, trans_b, lda, ldb, ldc, alpha, p0, kc, bi, bj);
-        } else {
-            for (int bi = 0; bi < mb; bi++)
-                for (int bj = 0; bj < nb; bj++)
-                    mm_task(c, a, b, m, n, trans_a, trans_b, lda, ldb, ldc, alpha, p0, kc, bi, bj);
+        for (int j0 = 0; j0 < n; j0 += MM_NC) {
+            int nc = n - j0 < MM_NC ? n - j0 : MM_NC;
+            if (parallel) mm_slab_parallel(&g, bp, p0, kc, j0, nc);
+            else mm_slab_serial(&g, bp, p0, kc, j0, nc);
         }
     }
 }

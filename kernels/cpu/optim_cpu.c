@@ -26,15 +26,15 @@ void CPU_FN(grad_norm)(real *norm, real *scale, const real *const *tensors, cons
 }
 
 void CPU_FN(adamw_step)(real *p, real *m, real *v, const real *g, const real *grad_scale,
-                        size_t n, float lr, float beta1, float beta2, float eps,
-                        float weight_decay, int step)
+                        size_t n, double lr, double beta1, double beta2, double eps,
+                        double weight_decay, int step)
 {
     real gs = grad_scale ? grad_scale[0] : 1;
-    real decay = (real)(1.0 - (double)lr * weight_decay);
-    real b1 = (real)(1.0 - beta1), b2 = beta2, b2c = (real)(1.0 - beta2);
+    real decay = (real)(1.0 - lr * weight_decay);
+    real b1 = (real)(1.0 - beta1), b2 = (real)beta2, b2c = (real)(1.0 - beta2);
     real step_size = (real)(lr / (1.0 - pow(beta1, step)));
     real bc2_sqrt = (real)sqrt(1.0 - pow(beta2, step));
-    real e = eps;
+    real e = (real)eps;
 #pragma omp parallel for simd if (n > (1u << 16))
     for (size_t i = 0; i < n; i++) {
         real gi = g[i] * gs;

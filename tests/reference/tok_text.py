@@ -95,6 +95,7 @@ def generated(rng, budget):
     marks = assigned({"Mn", "Mc", "Me"})
     numbers = assigned({"Nd", "Nl", "No"})
     symbols = assigned({"So", "Sm", "Sc", "Sk", "Po", "Ps", "Pe", "Pd", "Pc", "Pi", "Pf"})
+    astral = [c for c in letters + marks + numbers + symbols if c >= 0x10000]
     spaces = [" ", "\t", "\n", "\r\n", "\r", "\u00a0", "\u3000", "\u2028", "\u2029", "\u000b",
               "\u000c", "\u0085", "\u2003", "\u200b", "\u1680", "\u202f", "\ufeff"]
     controls = [chr(c) for c in list(range(0, 32)) + list(range(0x7f, 0xa0))]
@@ -145,7 +146,7 @@ def generated(rng, budget):
         lambda: "".join(chr(rng.randrange(0x0600, 0x06FF)) for _ in range(rng.randint(1, 20))),
         lambda: "".join(chr(rng.randrange(0x0900, 0x097F)) for _ in range(rng.randint(1, 20))),
         lambda: "".join(chr(rng.randrange(0x1100, 0x1176)) for _ in range(rng.randint(1, 9))),
-        lambda: "".join(chr(rng.randrange(0x10000, 0x2FFFF)) for _ in range(rng.randint(1, 5))),
+        lambda: "".join(chr(rng.choice(astral)) for _ in range(rng.randint(1, 5))),
     ]
     out, size = [], 0
     while size < budget:

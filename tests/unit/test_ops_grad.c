@@ -19,6 +19,9 @@
 #include "test_ops_util.h"
 
 #include <stdio.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 enum { GC_MAX = 4, GC_SAMPLES = 160 };
 
@@ -36,6 +39,7 @@ struct gc_op {
     /* the float ops on the same inputs: out = f(in), din = J^T dout (din zeroed by the caller) */
     void (*run_f32)(const gc_op *op, double *const *dout, double **out, double **din);
     double tol_f32;  /* relative (to each tensor's max) tolerance of the float build */
+    int    samples;  /* elements checked per input when it is larger (0: GC_SAMPLES) */
 };
 
 static const ops_table *OPS;
@@ -58,9 +62,10 @@ static double gc_fd_input(const gc_op *op, int j, const double *grad, double *co
     size_t n = op->in_len[j];
     double scale = tu_max_abs(grad, n), worst = 0;
     if (scale < 1e-3) scale = 1e-3;
-    size_t samples = n <= GC_SAMPLES ? n : GC_SAMPLES;
+    size_t cap = op->samples ? (size_t)op->samples : GC_SAMPLES;
+    size_t samples = n <= cap ? n : cap;
     for (size_t s = 0; s < samples; s++) {
-        size_t i = n <= GC_SAMPLES ? s : (s == 0 ? 0 : (s == 1 ? n - 1 : (size_t)tu_int(rng, (int)n)));
+        size_t i = n <= cap ? s : (s == 0 ? 0 : (s == 1 ? n - 1 : (size_t)tu_int(rng, (int)n)));
         double x0 = op->in[j][i], h = 1e-5 * (fabs(x0) > 1 ? fabs(x0) : 1);
         op->in[j][i] = x0 + h;
         double lp = gc_objective(op, r, out);
@@ -76,6 +81,7 @@ static double gc_fd_input(const gc_op *op, int j, const double *grad, double *co
 
 static void gc_run(const gc_op *op, uint64_t seed)
 {
+    double t_start = tu_seconds();
     tu_rng rng = {seed};
     double *out[GC_MAX], *r[GC_MAX], *din[GC_MAX], *grad[GC_MAX], *out32[GC_MAX], *din32[GC_MAX];
     for (int o = 0; o < op->n_out; o++) {
@@ -93,11 +99,21 @@ static void gc_run(const gc_op *op, uint64_t seed)
     for (int j = 0; j < op->n_in; j++)
         for (size_t i = 0; i < op->in_len[j]; i++) grad[j][i] = din[j][i] - grad[j][i];
 
+    /* the thousands of tiny forward passes of the differences run on one thread: waking a team
+     * for each costs more than the pass on a busy machine; the analytic gradient and the float
+     * run above and below keep the ops' own threading */
     double fd_err = 0, f32_err = 0;
+#ifdef _OPENMP
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+#endif
     for (int j = 0; j < op->n_in; j++) {
         double e = gc_fd_input(op, j, grad[j], r, out, &rng);
         fd_err = e > fd_err ? e : fd_err;
     }
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#endif
     op->forward(op, out);
     op->run_f32(op, r, out32, din32);
     for (int o = 0; o < op->n_out; o++) {
@@ -111,8 +127,8 @@ static void gc_run(const gc_op *op, uint64_t seed)
     CHECK_MSG(fd_err < 1e-6, "%s: finite-difference error %.3g", op->name, fd_err);
     CHECK_MSG(f32_err < op->tol_f32, "%s: float vs double error %.3g (tol %.1g)", op->name, f32_err,
               op->tol_f32);
-    fprintf(stderr, "  %-34s fd(f64) %.2e   f32-vs-f64 %.2e (tol %.0e)\n", op->name, fd_err, f32_err,
-            op->tol_f32);
+    fprintf(stderr, "  %-36s fd(f64) %.2e   f32-vs-f64 %.2e (tol %.0e)  %.2f s\n", op->name, fd_err,
+            f32_err, op->tol_f32, tu_seconds() - t_start);
     worst_fd = fd_err > worst_fd ? fd_err : worst_fd;
     worst_f32 = f32_err > worst_f32 ? f32_err : worst_f32;
     for (int o = 0; o < op->n_out; o++) { free(out[o]); free(out32[o]); free(r[o]); }
@@ -366,7 +382,7 @@ static void test_norms(uint64_t seed)
     norm_ctx c = {19, 37, 1e-6f};
     size_t n = (size_t)c.T * c.d;
     gc_op ln = {.name = "layernorm", .n_in = 3, .n_out = 1, .ctx = &c, .forward = ln_fwd,
-                .backward = ln_bwd, .run_f32 = ln_f32, .tol_f32 = 1e-5};
+                .backward = ln_bwd, .run_f32 = ln_f32, .tol_f32 = 1e-6};
     ln.in_len[0] = n; ln.in_len[1] = ln.in_len[2] = c.d; ln.out_len[0] = n;
     ln.in[0] = tu_rand(&rng, n, 2.0);
     for (size_t i = 0; i < n; i++) ln.in[0][i] += 0.5;  /* a non-zero mean, as activations have */
@@ -375,14 +391,14 @@ static void test_norms(uint64_t seed)
     for (int j = 0; j < 3; j++) free(ln.in[j]);
 
     gc_op rms = {.name = "rmsnorm", .n_in = 2, .n_out = 1, .ctx = &c, .forward = rms_fwd,
-                 .backward = rms_bwd, .run_f32 = rms_f32, .tol_f32 = 1e-5};
+                 .backward = rms_bwd, .run_f32 = rms_f32, .tol_f32 = 1e-6};
     rms.in_len[0] = n; rms.in_len[1] = c.d; rms.out_len[0] = n;
     rms.in[0] = tu_rand(&rng, n, 2.0); rms.in[1] = tu_rand(&rng, c.d, 1.0);
     gc_run(&rms, seed + 2);
     for (int j = 0; j < 2; j++) free(rms.in[j]);
 
     gc_op fused = {.name = "rmsnorm + residual add", .n_in = 3, .n_out = 2, .ctx = &c,
-                   .forward = rms_fwd, .backward = rms_bwd, .run_f32 = rms_f32, .tol_f32 = 1e-5};
+                   .forward = rms_fwd, .backward = rms_bwd, .run_f32 = rms_f32, .tol_f32 = 1e-6};
     fused.in_len[0] = fused.in_len[1] = n; fused.in_len[2] = c.d;
     fused.out_len[0] = fused.out_len[1] = n;
     fused.in[0] = tu_rand(&rng, n, 1.0); fused.in[1] = tu_rand(&rng, n, 2.0);
@@ -441,14 +457,15 @@ static void test_rope_case(const char *name, ops_rope rope, int n_ids, int max_p
 
 static void test_rope(uint64_t seed)
 {
-    /* float angles at positions in the thousands lose ~1e-4 rad to rounding, exactly as
-     * transformers' float angles do; the double build keeps the exact angle, hence 1e-3 there */
+    /* float angles at positions in the thousands lose ~1e-5 rad to rounding, exactly as
+     * transformers' float angles do; the double build keeps the exact angle, hence the looser
+     * float tolerance as positions grow */
     test_rope_case("rope 1-D (theta 1e6, pos < 4096)",
-                   (ops_rope){OPS_ROPE_1D, 16, 1e6f, {0, 0, 0}}, 1, 4096, 1e-3, seed);
+                   (ops_rope){OPS_ROPE_1D, 16, 1e6f, {0, 0, 0}}, 1, 4096, 2e-4, seed);
     test_rope_case("rope vision 2-D (pos < 64)",
                    (ops_rope){OPS_ROPE_VISION_2D, 16, 1e4f, {0, 0, 0}}, 2, 64, 1e-5, seed + 10);
     test_rope_case("rope M-RoPE [2,3,3] (pos < 512)",
-                   (ops_rope){OPS_ROPE_MROPE, 16, 1e6f, {2, 3, 3}}, 3, 512, 2e-4, seed + 20);
+                   (ops_rope){OPS_ROPE_MROPE, 16, 1e6f, {2, 3, 3}}, 3, 512, 3e-5, seed + 20);
 }
 
 /* ---- attention ------------------------------------------------------------------------------- */
@@ -500,7 +517,7 @@ static void test_attention_case(const char *name, const int *lens, int nseq, int
                   .ldq = heads * hd + 3, .ldk = kv_heads * hd, .ldv = kv_heads * hd + 1,
                   .ldo = heads * hd, .scale = 1.0f / sqrtf((float)hd), .causal = causal}};
     gc_op op = {.name = name, .n_in = 3, .n_out = 1, .ctx = &c, .forward = att_fwd,
-                .backward = att_bwd, .run_f32 = att_f32, .tol_f32 = 2e-5};
+                .backward = att_bwd, .run_f32 = att_f32, .tol_f32 = 3e-6, .samples = 48};
     op.in_len[0] = (size_t)T * c.a.ldq; op.in_len[1] = (size_t)T * c.a.ldk;
     op.in_len[2] = (size_t)T * c.a.ldv; op.out_len[0] = (size_t)T * c.a.ldo;
     for (int j = 0; j < 3; j++) op.in[j] = tu_rand(&rng, op.in_len[j], 1.5);
@@ -646,7 +663,7 @@ static void test_xent_case(const char *name, int T, int d, int V, double mask_sh
     /* the global normaliser counts other ranks' tokens too */
     xent_ctx c = {T, d, V, labels, (float)(count + 7), work_len};
     gc_op op = {.name = name, .n_in = 2, .n_out = 1, .ctx = &c, .forward = xent_fwd,
-                .backward = xent_bwd, .run_f32 = xent_f32, .tol_f32 = 2e-5};
+                .backward = xent_bwd, .run_f32 = xent_f32, .tol_f32 = 3e-6};
     op.in_len[0] = (size_t)T * d; op.in_len[1] = (size_t)V * d; op.out_len[0] = 1;
     op.in[0] = tu_rand(&rng, op.in_len[0], 1.0);
     op.in[1] = tu_rand(&rng, op.in_len[1], 1.0);
@@ -682,7 +699,7 @@ static void test_xent(uint64_t seed)
     /* 64 rows x 10 vocabulary entries per tile: four vocab chunks, the last partial */
     test_xent_case("xent vocab chunks of 10", T, D, V, 0.3, 64 * (2 * D + 3 + 10), seed + 10);
     /* the minimum scratch: one row and one vocabulary entry at a time */
-    test_xent_case("xent minimal scratch (1 x 1 tiles)", 40, D, V, 0.5, 2 * D + 4, seed + 20);
+    test_xent_case("xent minimal scratch (1 x 1 tiles)", 12, D, 13, 0.3, 2 * D + 4, seed + 20);
     test_xent_case("xent 90% masked, odd sizes", 77, 5, 23, 0.9, 3 * (2 * 5 + 3 + 7), seed + 30);
     test_xent_masked();
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* splitmix64: deterministic across platforms, so a failing case reproduces from its seed */
 typedef struct tu_rng { uint64_t s; } tu_rng;
@@ -83,6 +84,13 @@ static inline double tu_rel_err_f32(const float *a, const double *b, size_t n, d
     double e = tu_rel_err(a64, b, n, floor_);
     free(a64);
     return e;
+}
+
+static inline double tu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 #endif

@@ -410,7 +410,6 @@ static void test_every_byte(void)
     }
     CHECK_MSG(opened == 0, "%d truncations opened", opened);
     /* Junk appended after the footer is damage too. */
-    memcpy(copy, image, len);
     uint8_t *longer = malloc(len + 1);
     memcpy(longer, image, len);
     longer[len] = 0;
@@ -563,18 +562,17 @@ static void expect_record_fails(const char *path, uint64_t bad, const char *frag
     shard_reader_close(r);
 }
 
-static void test_forged(void)
+/* Headers, footers and indexes with valid checksums that are wrong all the same. */
+static void test_forged_layout(void)
 {
     char path[256];
     path_in_tmp(path, sizeof path, "forged.shard");
     fixture_sample fs;
     fixture_sample_make(&fs, 0, 40);
-    uint8_t pb[1024], frame[2048];
+    uint8_t pb[1024], good[2048];
     size_t pb_len = adaptd__sample__pack(&fs.s, pb);
     fixture_sample_free(&fs);
-    size_t good_len = raw_frame(frame, pb, pb_len, (uint32_t)pb_len);
-    uint8_t good[2048];
-    memcpy(good, frame, good_len);
+    size_t good_len = raw_frame(good, pb, pb_len, (uint32_t)pb_len);
 
     forge *f = malloc(sizeof *f);
     /* Sanity: the hand-made frames make a valid shard. */
@@ -655,7 +653,23 @@ static void test_forged(void)
     expect_open_fails(path, ADAPT_ECORRUPT, "does not fit");
     free(img);
 
-    /* Frames with valid checksums but bad content: record 1 of 2 each time. */
+    free(f);
+}
+
+/* Frames with valid checksums but bad content: record 1 of 2 each time. */
+static void test_forged_frames(void)
+{
+    char path[256];
+    path_in_tmp(path, sizeof path, "forged-frame.shard");
+    fixture_sample fs;
+    fixture_sample_make(&fs, 0, 40);
+    uint8_t pb[1024], good[2048];
+    size_t pb_len = adaptd__sample__pack(&fs.s, pb);
+    fixture_sample_free(&fs);
+    size_t good_len = raw_frame(good, pb, pb_len, (uint32_t)pb_len);
+    forge *f = malloc(sizeof *f);
+    adapt_error err;
+
     static const struct { const char *what; const char *fragment; int raw_ok; } kinds[] = {
         { "declares more than it holds", "",          0 },
         { "declares less than it holds", "",          0 },
@@ -749,7 +763,8 @@ int main(void)
     test_writer_refusals();
     test_atomicity();
     test_every_byte();
-    test_forged();
+    test_forged_layout();
+    test_forged_frames();
     fixture_rm_tree(tmpdir);
     return check_report("shard");
 }
