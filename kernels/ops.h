@@ -23,6 +23,9 @@
 
 #include <stddef.h>
 
+#define OPS_ATTN_MAX_HEAD_DIM 256     /* attention and rotary head_dim limit (stack tiles) */
+#define OPS_LABEL_IGNORE      (-100)  /* a label the loss skips, as transformers' ignore_index */
+
 /* Which rotary embedding, all with the rotate_half convention of transformers:
  * for band j in [0, head_dim/2): (x[j], x[j + head_dim/2]) is rotated by angle pos_j * inv_freq_j. */
 typedef enum ops_rope_kind {
@@ -35,7 +38,7 @@ typedef enum ops_rope_kind {
 
 typedef struct ops_rope {
     ops_rope_kind kind;
-    int           head_dim;          /* even; multiple of 4 for OPS_ROPE_VISION_2D */
+    int           head_dim;          /* even, <= OPS_ATTN_MAX_HEAD_DIM; multiple of 4 for VISION_2D */
     float         theta;             /* base, 10000 for the vision tower, 1e6 for Qwen2-VL's LM */
     int           mrope_section[3];  /* OPS_ROPE_MROPE only: t, h, w bands, sum = head_dim/2 */
 } ops_rope;
@@ -55,20 +58,20 @@ typedef struct ops_attn {
     int        causal;        /* 1: token i sees tokens <= i of its segment (LM); 0: the whole segment */
 } ops_attn;
 
-#define OPS_ATTN_MAX_HEAD_DIM 256
-#define OPS_LABEL_IGNORE      (-100)
-
 typedef struct ops_table {
     const char *backend;  /* "cpu" or "cuda" */
     /* y[i] = a[i] + b[i] */
     void (*add_f32)(float *y, const float *a, const float *b, size_t n);
     /* y[i] += alpha * x[i] */
     void (*axpy_f32)(float *y, float alpha, const float *x, size_t n);
+    /* y[i] = value: zeroes gradient buffers before a step's backward (they accumulate) */
+    void (*fill_f32)(float *y, float value, size_t n);
 
     /* ---- matrix products: a Linear is matmul (trans_b = 1) + bias_add ---------------------- */
     /* C[m,n] = alpha * op(A) * op(B) + beta * C; op(A) is [m,k] (A stored [k,m] when trans_a),
      * op(B) is [k,n] (B stored [n,k] when trans_b). beta = 0 overwrites C (NaNs in C ignored).
-     * Linear backward: dX += dY W (0, 0, beta 1); dW += dY^T X (1, 0, beta 1). */
+     * Linear backward: dX += dY W (0, 0, beta 1); dW += dY^T X (1, 0, beta 1).
+     * c [m, ldc]; a [m, lda] or [k, lda] (trans_a); b [k, ldb] or [n, ldb] (trans_b) */
     void (*matmul_f32)(float *c, const float *a, const float *b, int m, int n, int k,
                        int trans_a, int trans_b, int lda, int ldb, int ldc, float alpha, float beta);
     /* y[r, :] += bias for each of rows rows; y [rows, ldy], bias [n] */

@@ -27,26 +27,27 @@ typedef struct gen_option {
 } gen_option;
 
 static const gen_option gen_options[] = {
-    {GEN_OPT_OUT,          "--out",          "DIR",   "output directory; must not exist or be empty (required)"},
-    {GEN_OPT_COUNT,        "--count",        "N",     "samples, 100 to 100000 (default 1000)"},
-    {GEN_OPT_SEED,         "--seed",         "S",     "random seed, 0 to 2^64-1; same seed and options, same bytes (default 1)"},
-    {GEN_OPT_SIZE,         "--size",         "N",     "side of the square images in pixels, 64 to 4096 (default 448)"},
-    {GEN_OPT_MIN_SIZE,     "--min-size",     "N",     "with --max-size: draw each image's side from [min, max]"},
-    {GEN_OPT_MAX_SIZE,     "--max-size",     "N",     ""},
-    {GEN_OPT_FORMAT,       "--format",       "F",     "jpeg, png or mixed (default mixed: each image picks one)"},
-    {GEN_OPT_JPEG_QUALITY, "--jpeg-quality", "Q",     "JPEG quality, 1 to 100 (default 90)"},
-    {GEN_OPT_JOBS,         "--jobs",         "N",     "worker threads (default: the CPUs); the output does not depend on it"},
-    {GEN_OPT_NO_ANTIALIAS, "--no-antialias", NULL,    "hard shape edges"},
-    {GEN_OPT_HELP,         "--help",         NULL,    "this text"},
+    {GEN_OPT_OUT,          "--out",          "DIR", "where to write; must not exist, or be empty"},
+    {GEN_OPT_COUNT,        "--count",        "N",   "samples, 100 to 100000 (default 1000)"},
+    {GEN_OPT_SEED,         "--seed",         "S",   "0 to 2^64-1 (default 1); fixes every byte"},
+    {GEN_OPT_SIZE,         "--size",         "N",   "image side, 64 to 4096 pixels (default 448)"},
+    {GEN_OPT_MIN_SIZE,     "--min-size",     "N",   "with --max-size: sides drawn from [min, max]"},
+    {GEN_OPT_MAX_SIZE,     "--max-size",     "N",   ""},
+    {GEN_OPT_FORMAT,       "--format",       "F",   "jpeg, png or mixed (default: per image)"},
+    {GEN_OPT_JPEG_QUALITY, "--jpeg-quality", "Q",   "1 to 100 (default 90)"},
+    {GEN_OPT_JOBS,         "--jobs",         "N",   "threads (default: CPUs); output is the same"},
+    {GEN_OPT_NO_ANTIALIAS, "--no-antialias", NULL,  "hard shape edges"},
+    {GEN_OPT_HELP,         "--help",         NULL,  "this text"},
 };
 #define N_GEN_OPTIONS (sizeof gen_options / sizeof gen_options[0])
 
 static void usage_print(FILE *out)
 {
     fprintf(out, "usage: adaptctl data generate --out DIR [OPTIONS]\n\n"
-                 "Writes the embedded sample corpus: synthetic images of coloured shapes with true\n"
-                 "captions and question-answer pairs, as DIR/images/NNNNNNNN.{jpg,png},\n"
-                 "DIR/llava.json (LLaVA conversations, the caption first) and DIR/captions.jsonl.\n\n");
+                 "Writes the embedded sample corpus: synthetic images of coloured shapes\n"
+                 "with true captions and question-answer pairs, as\n"
+                 "DIR/images/NNNNNNNN.{jpg,png}, DIR/llava.json (LLaVA conversations,\n"
+                 "the caption first) and DIR/captions.jsonl.\n\n");
     for (size_t i = 0; i < N_GEN_OPTIONS; i++) {
         char left[40];
         snprintf(left, sizeof left, "%s%s%s", gen_options[i].name, gen_options[i].value ? " " : "",
@@ -94,14 +95,16 @@ static int option_apply(const gen_option *o, const char *value, samplegen_option
         else return usage_error("%s '%s' is not a format: give jpeg, png or mixed", o->name, value);
         return 0;
     case GEN_OPT_SEED:
-        if (number_parse(value, UINT64_MAX, &v)) return usage_error("%s '%s' is not a number from 0 to 2^64-1", o->name, value);
+        if (number_parse(value, UINT64_MAX, &v))
+            return usage_error("%s '%s' is not a number from 0 to 2^64-1", o->name, value);
         opt->seed = v;
         return 0;
     default:
         break;
     }
     /* The rest are ints; the library checks their ranges, a huge value fails there too. */
-    if (number_parse(value, 1000000000ULL, &v)) return usage_error("%s '%s' is not a whole number", o->name, value);
+    if (number_parse(value, 1000000000ULL, &v))
+        return usage_error("%s '%s' is not a whole number", o->name, value);
     switch (o->id) {
     case GEN_OPT_COUNT:        opt->count = (long)v; break;
     case GEN_OPT_SIZE:         opt->min_size = opt->max_size = (int)v; (*size_given)++; break;
@@ -123,7 +126,8 @@ static int options_parse(int argc, char **argv, samplegen_options *opt)
         size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
         const gen_option *o = NULL;
         for (size_t k = 0; k < N_GEN_OPTIONS && !o; k++)
-            if (strlen(gen_options[k].name) == name_len && !strncmp(arg, gen_options[k].name, name_len))
+            if (strlen(gen_options[k].name) == name_len &&
+                !strncmp(arg, gen_options[k].name, name_len))
                 o = &gen_options[k];
         if (!o) return usage_error("unknown option '%s'", arg);
         if (o->id == GEN_OPT_HELP) return -1;

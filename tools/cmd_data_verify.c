@@ -3,9 +3,9 @@
  * Checks the manifest (corpus_open), then every shard's whole-file crc32c against the manifest
  * and every frame's crc32c (shard_reader_check), and unless --no-decode unpacks every record and
  * decodes its image completely, comparing type and size with what the Sample says. The one idea:
- * the work is a list of independent items — "check shard s" and "decode records a..b of shard
- * s" — that --jobs threads take in turn, each with its own shard_reader, so one large shard is
- * decoded in parallel too. Every fault is named (shard file, record, what) and counted; the exit
+ * the work is a list of independent items — "check shard s" (phase 1), then "decode records a..b
+ * of shard s" for the shards that passed (phase 2) — that --jobs threads take in turn, each with
+ * its own shard_reader, so one large shard is decoded in parallel too. Every fault is named (shard file, record, what) and counted; the exit
  * code is 1 when there was any. */
 #include "commands.h"
 #include "corpus.h"
@@ -39,6 +39,7 @@ typedef struct verify_run {
     size_t                   next;        /* guarded by mu */
     uint64_t                 faults;      /* guarded by mu */
     uint64_t                 decoded;     /* guarded by mu */
+    uint8_t                 *shard_bad;   /* per shard: phase 1 found a fault (guarded by mu) */
     pthread_mutex_t          mu;
 } verify_run;
 
@@ -63,20 +64,32 @@ static void shard_path(const verify_run *v, uint64_t s, char *out, size_t cap)
     snprintf(out, cap, "%s/%s", v->dir, v->m->shards[s]->path);
 }
 
+static void shard_mark_bad(verify_run *v, uint64_t s)
+{
+    pthread_mutex_lock(&v->mu);
+    v->shard_bad[s] = 1;
+    pthread_mutex_unlock(&v->mu);
+}
+
 static void verify_check(verify_run *v, shard_reader *r, uint64_t s)
 {
     const Adaptd__ShardInfo *info = v->m->shards[s];
     adapt_error err = {0};
     uint32_t crc = 0;
-    if (shard_reader_count(r) != info->records)
+    if (shard_reader_count(r) != info->records) {
+        shard_mark_bad(v, s);
         verify_fault(v, "%s: holds %llu records, the manifest says %llu", shard_reader_path(r),
                      (unsigned long long)shard_reader_count(r),
                      (unsigned long long)info->records);
-    if (shard_reader_check(r, &crc, &err))
+    }
+    if (shard_reader_check(r, &crc, &err)) {
+        shard_mark_bad(v, s);
         verify_fault(v, "%s", err.message);
-    else if (crc != info->crc32c)
+    } else if (crc != info->crc32c) {
+        shard_mark_bad(v, s);
         verify_fault(v, "%s: whole-file crc32c %08x differs from the manifest's %08x",
                      shard_reader_path(r), crc, info->crc32c);
+    }
 }
 
 /* One record: unpack, decode the image, compare with the Sample's fields. */
@@ -115,8 +128,10 @@ static void verify_item_run(verify_run *v, const verify_item *it, imgdec_decoder
     shard_reader *r = NULL;
     adapt_error err = {0};
     if (shard_reader_open(&r, path, &err)) {
-        /* One message per shard: the decode items of a shard that will not open stay quiet. */
-        if (it->check) verify_fault(v, "%s", err.message);
+                if (it->check) {
+            shard_mark_bad(v, it->shard);
+            verify_fault(v, "%s", err.message);
+        }
         return;
     }
     if (it->check) {
@@ -150,21 +165,42 @@ static void *verify_worker(void *arg)
     return NULL;
 }
 
-/* Checksum items first (they are the cheap, sequential ones), then the decode chunks. */
-static int verify_plan(verify_run *v, int decode)
+/* Phase 1 checks every shard's checksums; phase 2 decodes the records of the shards that passed,
+ * in chunks, so a damaged shard is reported once, by its checksum, and not again by every record
+ * read from it. */
+static int verify_plan(verify_run *v, int phase)
 {
-    size_t n = v->m->n_shards;
-    for (size_t s = 0; decode && s < v->m->n_shards; s++)
-        n += (v->m->shards[s]->records + VERIFY_CHUNK_RECORDS - 1) / VERIFY_CHUNK_RECORDS;
-    v->items = calloc(n ? n : 1, sizeof *v->items);
-    if (!v->items) return -1;
+    size_t n = 0;
     for (size_t s = 0; s < v->m->n_shards; s++)
-        v->items[v->n_items++] = (verify_item){.shard = s, .check = 1};
-    for (size_t s = 0; decode && s < v->m->n_shards; s++)
+        n += phase == 1 ? 1 : (v->m->shards[s]->records + VERIFY_CHUNK_RECORDS - 1) /
+                              VERIFY_CHUNK_RECORDS;
+    free(v->items);
+    v->items = calloc(n ? n : 1, sizeof *v->items);
+    v->n_items = 0;
+    v->next = 0;
+    if (!v->items) return -1;
+    for (size_t s = 0; s < v->m->n_shards; s++) {
+        if (phase == 1) {
+            v->items[v->n_items++] = (verify_item){.shard = s, .check = 1};
+            continue;
+        }
+        if (v->shard_bad[s]) continue;
         for (uint64_t a = 0; a < v->m->shards[s]->records; a += VERIFY_CHUNK_RECORDS)
             v->items[v->n_items++] = (verify_item){.shard = s, .first = a,
                                                    .count = VERIFY_CHUNK_RECORDS};
+    }
     return 0;
+}
+
+/* Runs the planned items on up to jobs threads (on this one when none can start). */
+static void verify_phase(verify_run *v, int jobs)
+{
+    pthread_t threads[256];
+    int started = 0;
+    for (; started < jobs && (size_t)started < v->n_items; started++)
+        if (pthread_create(&threads[started], NULL, verify_worker, v)) break;
+    if (started == 0) verify_worker(v);
+    for (int i = 0; i < started; i++) pthread_join(threads[i], NULL);
 }
 
 static void verify_usage(FILE *out)
@@ -216,17 +252,24 @@ int cmd_data_verify(int argc, char **argv)
     }
     verify_run v = {.dir = dir, .m = corpus_manifest(cp)};
     pthread_mutex_init(&v.mu, NULL);
-    if (verify_plan(&v, decode)) {
+    v.shard_bad = calloc(v.m->n_shards ? v.m->n_shards : 1, 1);
+    int oom = !v.shard_bad || verify_plan(&v, 1);
+    if (!oom) verify_phase(&v, jobs);
+    if (!oom && decode) {
+        oom = verify_plan(&v, 2);
+        if (!oom) verify_phase(&v, jobs);
+        for (size_t s = 0; s < v.m->n_shards; s++)
+            if (v.shard_bad[s])
+                fprintf(stderr, "adaptctl data verify: %s/%s: not decoded (its checksums failed)\n",
+                        dir, v.m->shards[s]->path);
+    }
+    if (oom) {
         fprintf(stderr, "adaptctl data verify: out of memory\n");
+        free(v.items);
+        free(v.shard_bad);
         corpus_close(cp);
         return ADAPTCTL_EXIT_FAULT;
     }
-    pthread_t threads[256];
-    int started = 0;
-    for (; started < jobs && (size_t)started < (v.n_items ? v.n_items : 1); started++)
-        if (pthread_create(&threads[started], NULL, verify_worker, &v)) break;
-    if (started == 0) verify_worker(&v);
-    for (int i = 0; i < started; i++) pthread_join(threads[i], NULL);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     uint64_t bytes = 0;
@@ -234,11 +277,13 @@ int cmd_data_verify(int argc, char **argv)
     double mb = (double)bytes / 1e6;
     uint64_t records = corpus_count(cp);
     if (secs <= 0) secs = 1e-9;
+    char what[64];
+    snprintf(what, sizeof what, decode ? "checksums and %llu images" : "checksums only (--no-decode)",
+             (unsigned long long)v.decoded);
     printf("verified %s: %llu records in %zu shards, %.1f MB in %.2f s (%.1f MB/s, %.0f "
            "records/s), %s: %llu fault%s\n",
            dir, (unsigned long long)records, v.m->n_shards, mb, secs, mb / secs,
-           (double)records / secs,
-           decode ? "checksums and images" : "checksums only (--no-decode)",
+           (double)records / secs, what,
            (unsigned long long)v.faults, v.faults == 1 ? "" : "s");
     if (v.faults > VERIFY_MAX_PRINTED)
         fprintf(stderr, "adaptctl data verify: %llu more faults not printed\n",
@@ -246,6 +291,7 @@ int cmd_data_verify(int argc, char **argv)
     int rc = v.faults ? ADAPTCTL_EXIT_FAULT : ADAPTCTL_EXIT_OK;
     pthread_mutex_destroy(&v.mu);
     free(v.items);
+    free(v.shard_bad);
     corpus_close(cp);
     return rc;
 }

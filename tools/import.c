@@ -338,7 +338,7 @@ static int source_open(import_source *s, const char *path, const import_options 
     if (fd < 0)
         return adapt_fail(err, errno == ENOENT ? ADAPT_ENOTFOUND : ADAPT_EIO, "opening %s: %s",
                           path, strerror(errno));
-    struct stat st;
+    struct stat st = {0};
     char head[65536];
     ssize_t got = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? pread(fd, head, sizeof head, 0) : -1;
     int rc = got < 0 ? adapt_fail(err, ADAPT_EIO, "reading %s: %s", path,

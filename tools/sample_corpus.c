@@ -110,9 +110,15 @@ static const char *const caption_instructions[] = {
 #define WORK_CHUNK       8       /* samples a worker claims at once */
 
 const char *samplegen_kind_name(enum samplegen_kind kind) { return kind_names[kind]; }
-const char *samplegen_colour_name(enum samplegen_colour colour) { return shape_colours[colour].name; }
+const char *samplegen_colour_name(enum samplegen_colour colour)
+{
+    return shape_colours[colour].name;
+}
 const char *samplegen_region_name(enum samplegen_region region) { return region_names[region]; }
-const char *samplegen_texture_name(enum samplegen_texture texture) { return texture_names[texture]; }
+const char *samplegen_texture_name(enum samplegen_texture texture)
+{
+    return texture_names[texture];
+}
 
 /* ---- random streams ------------------------------------------------------------------------ */
 
@@ -316,7 +322,8 @@ static void scene_draw_background(samplegen_scene *s, rng *r)
     case SAMPLEGEN_TEXTURE_CHECKER: s->texture_period = s->size * (5 + step) / 100; break;
     default:                        s->texture_period = s->size / (3 + step / 2); break;
     }
-    s->texture_period = (s->texture_period < 4 ? 4 : s->texture_period) & ~1;  /* stripes halve it */
+    /* even, because stripes take half a period of each tone */
+    s->texture_period = (s->texture_period < 4 ? 4 : s->texture_period) & ~1;
 }
 
 static void scene_draw_groups(samplegen_scene *s, rng *r)
@@ -421,7 +428,8 @@ static int scene_place(samplegen_scene *s, rng *r)
     int order[SAMPLEGEN_MAX_SHAPES];
     for (int i = 0; i < s->n_shapes; i++) {
         int k = i;
-        for (; k > 0 && s->shapes[order[k - 1]].area < s->shapes[i].area; k--) order[k] = order[k - 1];
+        for (; k > 0 && s->shapes[order[k - 1]].area < s->shapes[i].area; k--)
+            order[k] = order[k - 1];
         order[k] = i;
     }
     for (int k = 0; k < s->n_shapes; k++)
@@ -553,7 +561,8 @@ static void paint_noise_gradient(const samplegen_scene *s, rgb_colour base, uint
             lattice[j][i] = noise_amp * (float)((double)(h >> 11) * 0x1.0p-53 * 2 - 1);
         }
     rgb_colour tones[2 * NOISE_DELTA_MAX + 1];   /* base shifted by -max .. +max */
-    for (int d = -NOISE_DELTA_MAX; d <= NOISE_DELTA_MAX; d++) tones[d + NOISE_DELTA_MAX] = tone_shift(base, d);
+    for (int d = -NOISE_DELTA_MAX; d <= NOISE_DELTA_MAX; d++)
+        tones[d + NOISE_DELTA_MAX] = tone_shift(base, d);
     float *weight = scratch, *ramp_x = scratch + n;   /* weight: cell entries; ramp_x: n */
     for (int t = 0; t < cell; t++) {
         float u = (float)t / (float)cell;
@@ -564,7 +573,8 @@ static void paint_noise_gradient(const samplegen_scene *s, rgb_colour base, uint
     for (int y = 0; y < n; y++) {
         int j = y / cell;
         float ty = weight[y - j * cell];
-        for (int i = 0; i < points; i++) column[i] = lattice[j][i] + (lattice[j + 1][i] - lattice[j][i]) * ty;
+        for (int i = 0; i < points; i++)
+            column[i] = lattice[j][i] + (lattice[j + 1][i] - lattice[j][i]) * ty;
         float ramp_y = dir == 0 ? -ramp_amp
                      : dir == 1 ? ramp_scale * (float)y - ramp_amp
                      : dir == 2 ? ramp_scale * (float)y - ramp_amp
@@ -756,8 +766,10 @@ static void caption_write(const samplegen_scene *s, char *out, size_t cap)
                  kind_names[gr->kind], gr->count > 1 ? "s" : "");
     }
     const char *bg = backgrounds[s->background].name;
-    if (s->texture == SAMPLEGEN_TEXTURE_NOISE_GRADIENT) text_add(&b, " on a mottled %s gradient background", bg);
-    else text_add(&b, " on a %s %s background", texture_adjectives[s->texture], bg);
+    if (s->texture == SAMPLEGEN_TEXTURE_NOISE_GRADIENT)
+        text_add(&b, " on a mottled %s gradient background", bg);
+    else
+        text_add(&b, " on a %s %s background", texture_adjectives[s->texture], bg);
 
     const samplegen_shape *big = &s->shapes[s->largest];
     const char *colour = shape_colours[big->colour].name, *kind = kind_names[big->kind];
@@ -818,7 +830,8 @@ static void qa_counts(const samplegen_scene *s, qa_pool *p, rng *r)
     qa_add(p, "0", "How many %ss are there?", kind_names[absent[rng_below(r, n_absent)]]);
     for (int c = 0; c < SAMPLEGEN_COLOUR_COUNT; c++) {
         int n = count_shapes(s, -1, c);
-        if (n) qa_add(p, number_text(n, num), "How many %s shapes are there?", shape_colours[c].name);
+        if (n)
+            qa_add(p, number_text(n, num), "How many %s shapes are there?", shape_colours[c].name);
     }
     for (int g = 0; g < s->n_groups; g++)
         qa_add(p, number_text(s->groups[g].count, num), "How many %s %ss are in the image?",
@@ -863,7 +876,8 @@ static void qa_positions(const samplegen_scene *s, qa_pool *p)
             qa_add(p, col == 0 ? "left" : "right",
                    "Is the %s %s on the left or on the right side of the image?", colour, kind);
         if (row != 1)
-            qa_add(p, yes_no(row == 0), "Is the %s %s in the upper half of the image?", colour, kind);
+            qa_add(p, yes_no(row == 0), "Is the %s %s in the upper half of the image?", colour,
+                   kind);
     }
 }
 
@@ -878,12 +892,14 @@ static void qa_comparisons(const samplegen_scene *s, qa_pool *p, rng *r)
             }
             const char *ca = shape_colours[a->colour].name, *ka = kind_names[a->kind];
             const char *cb = shape_colours[b->colour].name, *kb = kind_names[b->kind];
-            qa_add(p, yes_no(a->count > b->count), "Are there more %s %ss than %s %ss?", ca, ka, cb, kb);
+            qa_add(p, yes_no(a->count > b->count), "Are there more %s %ss than %s %ss?",
+                   ca, ka, cb, kb);
             if (a->count != 1 || b->count != 1) continue;
             double area_a = group_shape(s, a)->area, area_b = group_shape(s, b)->area;
             if (fmax(area_a, area_b) < COMPARE_MARGIN * fmin(area_a, area_b)) continue;
             char answer[64];
-            snprintf(answer, sizeof answer, "the %s %s", area_a > area_b ? ca : cb, area_a > area_b ? ka : kb);
+            int first = area_a > area_b;
+            snprintf(answer, sizeof answer, "the %s %s", first ? ca : cb, first ? ka : kb);
             qa_add(p, answer, "Which is larger, the %s %s or the %s %s?", ca, ka, cb, kb);
         }
 }
@@ -1260,10 +1276,11 @@ static int out_dir_check(const char *out, adapt_error *err)
 {
     struct stat st;
     if (stat(out, &st) != 0)
-        return errno == ENOENT ? ADAPT_OK
-                               : adapt_fail(err, ADAPT_EIO, "checking --out %s: %s", out, strerror(errno));
+        return errno == ENOENT ? ADAPT_OK : adapt_fail(err, ADAPT_EIO, "checking --out %s: %s",
+                                                       out, strerror(errno));
     if (!S_ISDIR(st.st_mode))
-        return adapt_fail(err, ADAPT_EINVAL, "--out %s exists and is not a directory; choose a new path", out);
+        return adapt_fail(err, ADAPT_EINVAL,
+                          "--out %s exists and is not a directory; choose a new path", out);
     DIR *d = opendir(out);
     if (!d) return adapt_fail(err, ADAPT_EIO, "reading --out %s: %s", out, strerror(errno));
     struct dirent *ent;
@@ -1272,8 +1289,8 @@ static int out_dir_check(const char *out, adapt_error *err)
         empty = !strcmp(ent->d_name, ".") || !strcmp(ent->d_name, "..");
     closedir(d);
     if (!empty)
-        return adapt_fail(err, ADAPT_EINVAL, "--out %s exists and is not empty; refusing to overwrite "
-                          "it: choose a new directory or remove it", out);
+        return adapt_fail(err, ADAPT_EINVAL, "--out %s exists and is not empty; refusing to "
+                          "overwrite it: choose a new directory or remove it", out);
     return ADAPT_OK;
 }
 
@@ -1337,12 +1354,14 @@ static int partial_prepare(const char *dir, adapt_error *err)
     } else if (errno != ENOENT) {
         return adapt_fail(err, ADAPT_EIO, "checking %s: %s", dir, strerror(errno));
     }
-    if (mkdir(dir, 0755) != 0) return adapt_fail(err, ADAPT_EIO, "creating %s: %s", dir, strerror(errno));
+    if (mkdir(dir, 0755) != 0)
+        return adapt_fail(err, ADAPT_EIO, "creating %s: %s", dir, strerror(errno));
     static const char note[] = "unfinished output of adaptctl data generate\n";
     int rc = file_write_new(path, note, sizeof note - 1, err);
     if (rc) return rc;
     path_join(path, dir, "images");
-    if (mkdir(path, 0755) != 0) return adapt_fail(err, ADAPT_EIO, "creating %s: %s", path, strerror(errno));
+    if (mkdir(path, 0755) != 0)
+        return adapt_fail(err, ADAPT_EIO, "creating %s: %s", path, strerror(errno));
     return ADAPT_OK;
 }
 
@@ -1368,7 +1387,8 @@ static int partial_commit(const char *dir, const char *out, adapt_error *err)
     if (fd < 0 || fsync(fd) != 0) {
         int e = errno;
         if (fd >= 0) close(fd);
-        return adapt_fail(err, ADAPT_EIO, "syncing the directory that holds %s: %s", out, strerror(e));
+        return adapt_fail(err, ADAPT_EIO, "syncing the directory that holds %s: %s", out,
+                          strerror(e));
     }
     close(fd);
     return ADAPT_OK;
@@ -1386,7 +1406,8 @@ static int run_all(gen_run *run, samplegen_stats *stats, adapt_error *err)
         workers[started].run = run;
         int rc = pthread_create(&workers[started].thread, NULL, worker_main, &workers[started]);
         if (rc) {
-            adapt_fail(&e, ADAPT_ENOMEM, "starting worker thread %d: %s", started + 1, strerror(rc));
+            adapt_fail(&e, ADAPT_ENOMEM, "starting worker thread %d: %s", started + 1,
+                       strerror(rc));
             run_fail(run, &e);
             break;
         }
@@ -1426,9 +1447,7 @@ int samplegen_generate(const samplegen_options *opt, samplegen_stats *stats, ada
     pthread_mutex_init(&run.lock, NULL);
     rc = run_all(&run, stats, err);
     pthread_mutex_destroy(&run.lock);
-    if (rc) {
-        partial_remove(dir, NULL);   /* best effort: a leftover is cleared by the next run */
-        return rc;
-    }
-    return partial_commit(dir, out, err);
+    if (rc == ADAPT_OK) rc = partial_commit(dir, out, err);
+    if (rc) partial_remove(dir, NULL);   /* best effort: a leftover is cleared by the next run */
+    return rc;
 }

@@ -47,7 +47,7 @@ enum samplegen_kind {
     SAMPLEGEN_KIND_COUNT,
 };
 
-/* Saturated colours only, with hues at least 25 degrees apart, so that no background tone and
+/* Saturated colours only, with hues at least 20 degrees apart, so that no background tone and
  * no antialiased edge can be read as a shape colour. */
 enum samplegen_colour {
     SAMPLEGEN_COLOUR_RED,

@@ -9,10 +9,23 @@
  * weights, and so the last bit of a pixel, depends on it. */
 #include "image_process.h"
 
+#include <cjson/cJSON.h>
+
+#include <errno.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+/* Pillow is built without fused multiply-add; a compiler allowed to fuse `a * b + c` (GCC is by
+ * default, given an -march with FMA) could round a weight differently and move a pixel by one. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 /* Pillow's 8-bit weights: 32 bits minus 8 for the pixel minus 2 for overshoot of the filter. */
 #define IMGPROC_PRECISION_BITS 22
@@ -31,6 +44,132 @@ void imgproc_params_default(imgproc_params *p)
     /* OPENAI_CLIP_MEAN / OPENAI_CLIP_STD of transformers' image_utils. */
     p->mean[0] = 0.48145466f, p->mean[1] = 0.4578275f, p->mean[2] = 0.40821073f;
     p->std[0] = 0.26862954f, p->std[1] = 0.26130258f, p->std[2] = 0.27577711f;
+}
+
+/* ---- preprocessor_config.json ---------------------------------------------------------------- */
+
+/* A positive integer field, left as it is when absent or null. */
+static int pp_int(const cJSON *root, const char *key, const char *field, int64_t *v, const char *src,
+                  adapt_error *err)
+{
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!j || cJSON_IsNull(j)) return ADAPT_OK;
+    if (!cJSON_IsNumber(j) || j->valuedouble != floor(j->valuedouble) || j->valuedouble < 1 ||
+        j->valuedouble > 9007199254740992.0)
+        return adapt_fail(err, ADAPT_EINVAL, "%s: field '%s' must be a positive integer", src, field);
+    *v = (int64_t)j->valuedouble;
+    return ADAPT_OK;
+}
+
+/* image_mean / image_std: three numbers, or one for every channel; cast to float32 as numpy does. */
+static int pp_triple(const cJSON *root, const char *key, float out[3], const char *src, adapt_error *err)
+{
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!j || cJSON_IsNull(j)) return ADAPT_OK;
+    if (cJSON_IsNumber(j)) { out[0] = out[1] = out[2] = (float)j->valuedouble; return ADAPT_OK; }
+    if (!cJSON_IsArray(j) || cJSON_GetArraySize(j) != 3)
+        return adapt_fail(err, ADAPT_EINVAL, "%s: field '%s' must be a number or 3 numbers", src, key);
+    for (int c = 0; c < 3; c++) {
+        const cJSON *v = cJSON_GetArrayItem(j, c);
+        if (!cJSON_IsNumber(v)) return adapt_fail(err, ADAPT_EINVAL, "%s: field '%s[%d]' is not a number", src, key, c);
+        out[c] = (float)v->valuedouble;
+    }
+    return ADAPT_OK;
+}
+
+/* A switch that must stay on: adaptd always resizes, rescales and normalizes. */
+static int pp_on(const cJSON *root, const char *key, const char *src, adapt_error *err)
+{
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!j || cJSON_IsNull(j) || cJSON_IsTrue(j)) return ADAPT_OK;
+    return adapt_fail(err, ADAPT_EUNSUPPORTED, "%s: field '%s' is not true: adaptd's Qwen2-VL processor always "
+                      "resizes, rescales and normalizes", src, key);
+}
+
+static int pp_read(imgproc_params *p, const cJSON *root, const char *src, adapt_error *err)
+{
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "image_processor_type");
+    if (cJSON_IsString(type) && strncmp(type->valuestring, "Qwen2VLImageProcessor", 21) != 0)
+        return adapt_fail(err, ADAPT_EUNSUPPORTED, "%s: field 'image_processor_type' = \"%s\" is not a "
+                          "Qwen2VLImageProcessor", src, type->valuestring);
+    int rc = pp_on(root, "do_resize", src, err);
+    if (!rc) rc = pp_on(root, "do_rescale", src, err);
+    if (!rc) rc = pp_on(root, "do_normalize", src, err);
+    if (rc) return rc;
+    const cJSON *resample = cJSON_GetObjectItemCaseSensitive(root, "resample");
+    if (resample && !cJSON_IsNull(resample) && !(cJSON_IsNumber(resample) && resample->valuedouble == 3))
+        return adapt_fail(err, ADAPT_EUNSUPPORTED, "%s: field 'resample' is not 3 (bicubic), the only filter "
+                          "adaptd implements", src);
+    int64_t ps = p->patch_size, ms = p->merge_size, tp = p->temporal_patch_size;
+    rc = pp_int(root, "patch_size", "patch_size", &ps, src, err);
+    if (!rc) rc = pp_int(root, "merge_size", "merge_size", &ms, src, err);
+    if (!rc) rc = pp_int(root, "temporal_patch_size", "temporal_patch_size", &tp, src, err);
+    if (!rc && (ps > 1024 || ms > 64 || tp > 64))
+        rc = adapt_fail(err, ADAPT_EINVAL, "%s: patch_size, merge_size or temporal_patch_size out of range", src);
+    if (rc) return rc;
+    p->patch_size = (int)ps, p->merge_size = (int)ms, p->temporal_patch_size = (int)tp;
+    /* size first (both edges needed, as transformers' resize demands), then the top-level
+     * min_pixels / max_pixels over it. */
+    const cJSON *size = cJSON_GetObjectItemCaseSensitive(root, "size");
+    if (size && !cJSON_IsNull(size)) {
+        if (!cJSON_IsObject(size) || !cJSON_GetObjectItemCaseSensitive(size, "shortest_edge") ||
+            !cJSON_GetObjectItemCaseSensitive(size, "longest_edge"))
+            return adapt_fail(err, ADAPT_EINVAL, "%s: field 'size' must hold 'shortest_edge' and 'longest_edge' "
+                              "(transformers refuses it otherwise)", src);
+        rc = pp_int(size, "shortest_edge", "size.shortest_edge", &p->min_pixels, src, err);
+        if (!rc) rc = pp_int(size, "longest_edge", "size.longest_edge", &p->max_pixels, src, err);
+    }
+    if (!rc) rc = pp_int(root, "min_pixels", "min_pixels", &p->min_pixels, src, err);
+    if (!rc) rc = pp_int(root, "max_pixels", "max_pixels", &p->max_pixels, src, err);
+    if (!rc) rc = pp_triple(root, "image_mean", p->mean, src, err);
+    if (!rc) rc = pp_triple(root, "image_std", p->std, src, err);
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(root, "rescale_factor");
+    if (!rc && rf && !cJSON_IsNull(rf)) {
+        if (!cJSON_IsNumber(rf) || !(rf->valuedouble > 0))
+            rc = adapt_fail(err, ADAPT_EINVAL, "%s: field 'rescale_factor' must be a positive number", src);
+        else p->rescale_factor = rf->valuedouble;
+    }
+    for (int c = 0; c < 3 && !rc; c++)
+        if (!(p->std[c] != 0.0f))
+            rc = adapt_fail(err, ADAPT_EINVAL, "%s: field 'image_std[%d]' is zero", src, c);
+    return rc;
+}
+
+int imgproc_params_parse(imgproc_params *p, const char *json, size_t len, const char *source,
+                         adapt_error *err)
+{
+    imgproc_params_default(p);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    int rc = root && cJSON_IsObject(root)
+                 ? pp_read(p, root, source, err)
+                 : adapt_fail(err, ADAPT_EINVAL, "%s: not a JSON object (parse stops at byte %ld)", source,
+                              end ? (long)(end - json) : 0L);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int imgproc_params_load(imgproc_params *p, const char *path, adapt_error *err)
+{
+    char file[4096];
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        snprintf(file, sizeof file, "%s/preprocessor_config.json", path);
+    else
+        snprintf(file, sizeof file, "%s", path);
+    FILE *fp = fopen(file, "rb");
+    if (!fp) return adapt_fail(err, errno == ENOENT ? ADAPT_ENOTFOUND : ADAPT_EIO, "%s: cannot open: %s", file,
+                               strerror(errno));
+    static const size_t cap = 1 << 20;   /* a preprocessor config is a few hundred bytes */
+    char *buf = malloc(cap);
+    size_t n = buf ? fread(buf, 1, cap, fp) : 0;
+    bool bad = ferror(fp) || n == cap;
+    fclose(fp);
+    int rc = !buf ? adapt_fail(err, ADAPT_ENOMEM, "%s: out of memory", file)
+           : bad  ? adapt_fail(err, ADAPT_EIO, "%s: read error, or over 1 MiB", file)
+                  : imgproc_params_parse(p, buf, n, file, err);
+    free(buf);
+    return rc;
 }
 
 /* ---- smart_resize ---------------------------------------------------------------------------- */
@@ -161,18 +300,33 @@ static inline uint8_t clip8(int32_t acc)
     return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
+/* The sums are exact in 32-bit integers (|weights| sum below 1.3, pixels below 256), so their
+ * order is free: the loops below are arranged for the cache and the vectoriser, and still give
+ * Pillow's bytes. */
 static void pass_horizontal(const uint8_t *src, int src_w, int rows, int ch, const imgproc_taps *t,
                             uint8_t *dst, int dst_w)
 {
+    const int32_t half = 1 << (IMGPROC_PRECISION_BITS - 1);
     for (int y = 0; y < rows; y++) {
         const uint8_t *in = src + (size_t)y * (size_t)src_w * (size_t)ch;
         uint8_t *out = dst + (size_t)y * (size_t)dst_w * (size_t)ch;
         for (int xx = 0; xx < dst_w; xx++) {
             const int32_t *k = &t->weight[(size_t)xx * (size_t)t->ksize];
             const uint8_t *p = in + (size_t)t->first[xx] * (size_t)ch;
+            int n = t->count[xx];
+            if (ch == 3) {      /* the case that matters: RGB, one pass over the window */
+                int32_t r = half, g = half, b = half;
+                for (int x = 0; x < n; x++) {
+                    r += p[3 * x] * k[x];
+                    g += p[3 * x + 1] * k[x];
+                    b += p[3 * x + 2] * k[x];
+                }
+                out[3 * xx] = clip8(r), out[3 * xx + 1] = clip8(g), out[3 * xx + 2] = clip8(b);
+                continue;
+            }
             for (int c = 0; c < ch; c++) {
-                int32_t acc = 1 << (IMGPROC_PRECISION_BITS - 1);
-                for (int x = 0; x < t->count[xx]; x++) acc += p[x * ch + c] * k[x];
+                int32_t acc = half;
+                for (int x = 0; x < n; x++) acc += p[x * ch + c] * k[x];
                 out[xx * ch + c] = clip8(acc);
             }
         }
@@ -180,20 +334,22 @@ static void pass_horizontal(const uint8_t *src, int src_w, int rows, int ch, con
 }
 
 /* src rows are numbered from `row0` of the taps' input (the horizontal pass only produced the
- * rows the vertical taps read). */
+ * rows the vertical taps read). acc is scratch of width * ch sums, a whole row at a time. */
 static void pass_vertical(const uint8_t *src, int width, int ch, int row0, const imgproc_taps *t,
-                          uint8_t *dst, int dst_h)
+                          uint8_t *dst, int dst_h, int32_t *acc)
 {
     size_t stride = (size_t)width * (size_t)ch;
     for (int yy = 0; yy < dst_h; yy++) {
         const int32_t *k = &t->weight[(size_t)yy * (size_t)t->ksize];
         const uint8_t *in = src + (size_t)(t->first[yy] - row0) * stride;
-        uint8_t *out = dst + (size_t)yy * stride;
-        for (size_t i = 0; i < stride; i++) {
-            int32_t acc = 1 << (IMGPROC_PRECISION_BITS - 1);
-            for (int y = 0; y < t->count[yy]; y++) acc += in[(size_t)y * stride + i] * k[y];
-            out[i] = clip8(acc);
+        for (size_t i = 0; i < stride; i++) acc[i] = 1 << (IMGPROC_PRECISION_BITS - 1);
+        for (int y = 0; y < t->count[yy]; y++) {
+            const uint8_t *row = in + (size_t)y * stride;
+            int32_t ky = k[y];
+            for (size_t i = 0; i < stride; i++) acc[i] += row[i] * ky;
         }
+        uint8_t *out = dst + (size_t)yy * stride;
+        for (size_t i = 0; i < stride; i++) out[i] = clip8(acc[i]);
     }
 }
 
@@ -228,19 +384,23 @@ int imgproc_resize_bicubic(const uint8_t *src, int src_width, int src_height, in
     if (need_h && !need_v) row0 = 0, row1 = src_height;
     size_t tmp_bytes = vertical_first ? src_stride * (size_t)dst_height
                                       : (size_t)dst_width * (size_t)channels * (size_t)(row1 - row0);
-    if (need_h && need_v && !(tmp = malloc(tmp_bytes ? tmp_bytes : 1))) {
+    /* Row sums for the vertical pass, as wide as the row it runs on. */
+    size_t acc_len = vertical_first || !need_h ? src_stride : (size_t)dst_width * (size_t)channels;
+    int32_t *acc = need_v ? malloc(acc_len * sizeof *acc) : NULL;
+    if ((need_h && need_v && !(tmp = malloc(tmp_bytes ? tmp_bytes : 1))) || (need_v && !acc)) {
         rc = adapt_fail(err, ADAPT_ENOMEM, "bicubic resize: out of memory");
     } else if (vertical_first) {
-        pass_vertical(src, src_width, channels, 0, &tv, tmp, dst_height);
+        pass_vertical(src, src_width, channels, 0, &tv, tmp, dst_height, acc);
         pass_horizontal(tmp, src_width, dst_height, channels, &th, dst, dst_width);
     } else if (need_h && need_v) {
         pass_horizontal(src + (size_t)row0 * src_stride, src_width, row1 - row0, channels, &th, tmp, dst_width);
-        pass_vertical(tmp, dst_width, channels, row0, &tv, dst, dst_height);
+        pass_vertical(tmp, dst_width, channels, row0, &tv, dst, dst_height, acc);
     } else if (need_h) {
         pass_horizontal(src, src_width, src_height, channels, &th, dst, dst_width);
     } else {
-        pass_vertical(src, src_width, channels, 0, &tv, dst, dst_height);
+        pass_vertical(src, src_width, channels, 0, &tv, dst, dst_height, acc);
     }
+    free(acc);
     free(tmp);
     taps_free(&th);
     taps_free(&tv);

@@ -29,6 +29,15 @@ typedef struct imgproc_params {
  * raises max_pixels to 28 * 28 * 16384; set it from there when a checkpoint says so.) */
 void imgproc_params_default(imgproc_params *p);
 
+/* Reads a checkpoint's preprocessor_config.json (PATH is the file or its directory) the way
+ * transformers' Qwen2VLImageProcessor does: class defaults, then `size` (shortest_edge,
+ * longest_edge), then `min_pixels` / `max_pixels` over it. A setting adaptd does not implement
+ * (another resample filter, do_resize / do_rescale / do_normalize off, another processor type)
+ * is refused with its field named. */
+int imgproc_params_load(imgproc_params *p, const char *path, adapt_error *err);
+int imgproc_params_parse(imgproc_params *p, const char *json, size_t len, const char *source,
+                         adapt_error *err);
+
 /* What one image becomes: sizes, image_grid_thw and the patch matrix shape. */
 typedef struct imgproc_plan {
     int    width, height;                  /* the input */
@@ -47,7 +56,8 @@ int imgproc_smart_resize(int height, int width, int factor, int64_t min_pixels, 
 int imgproc_plan_image(const imgproc_params *p, int width, int height, imgproc_plan *plan,
                        adapt_error *err);
 
-/* Pillow's Image.resize(size, Image.BICUBIC) for 8-bit images of 1 to 4 interleaved channels
+/* Pillow 13's Image.resize(size, Image.BICUBIC), byte for byte (its choice of which pass runs
+ * first included), for 8-bit images of 1 to 4 interleaved channels
  * (rows tightly packed). src and dst must not overlap. */
 int imgproc_resize_bicubic(const uint8_t *src, int src_width, int src_height, int channels,
                            uint8_t *dst, int dst_width, int dst_height, adapt_error *err);

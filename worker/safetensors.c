@@ -229,8 +229,8 @@ static int file_map(st_file *f, const char *path, adapt_error *err)
     return ADAPT_OK;
 }
 
-/* Parses one tensor entry of a header into t (name and data not yet set). `at` is the header's
- * byte offset in the file, for messages. */
+/* Parses one tensor entry of a header into t and checks it against the data section of
+ * data_size bytes; t->name is set by the caller. */
 static int entry_parse(const st_file *f, const cJSON *e, uint64_t data_size, safetensors_tensor *t,
                        adapt_error *err)
 {
@@ -335,6 +335,13 @@ static int tiling_check(const st_file *f, safetensors_tensor *ts, size_t n, adap
     return ADAPT_OK;
 }
 
+static void meta_free(st_meta *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++) { free(m[i].key); free(m[i].value); }
+    free(m);
+}
+
+/* `__metadata__` must map strings to strings, as the reference reader requires. */
 static int meta_parse(const st_file *f, const cJSON *m, st_meta **out, size_t *nout, adapt_error *err)
 {
     if (!cJSON_IsObject(m))
@@ -345,14 +352,17 @@ static int meta_parse(const st_file *f, const cJSON *m, st_meta **out, size_t *n
     const cJSON *kv;
     cJSON_ArrayForEach(kv, m) {
         if (!cJSON_IsString(kv)) {
-            for (size_t k = 0; k < i; k++) { free(mv[k].key); free(mv[k].value); }
-            free(mv);
+            meta_free(mv, i);
             return adapt_fail(err, ADAPT_ECORRUPT, "%s: field '__metadata__.%s' is not a string",
                               f->path, kv->string);
         }
         mv[i].key = dup_str(kv->string);
         mv[i].value = dup_str(kv->valuestring);
         i++;
+        if (!mv[i - 1].key || !mv[i - 1].value) {
+            meta_free(mv, i);
+            return adapt_fail(err, ADAPT_ENOMEM, "%s: out of memory", f->path);
+        }
     }
     *out = mv;
     *nout = n;
@@ -394,8 +404,12 @@ static int header_read(st_file *f, safetensors_tensor **ts, size_t *nts, size_t 
     const cJSON *e;
     cJSON_ArrayForEach(e, root) {
         if (strcmp(e->string, "__metadata__") == 0) {
-            if (*meta || *nmeta) continue;    /* duplicates are caught below; first file's wins */
-            if ((rc = meta_parse(f, e, meta, nmeta, err)) != 0) break;
+            st_meta *m = NULL;
+            size_t nm = 0;
+            if ((rc = meta_parse(f, e, &m, &nm, err)) != 0) break;
+            /* Every file's is checked; a checkpoint reports its first file's. */
+            if (*meta) meta_free(m, nm);
+            else *meta = m, *nmeta = nm;
             continue;
         }
         if (*nts == *cap) {
@@ -423,10 +437,9 @@ void safetensors_close(safetensors_t *st)
     if (!st) return;
     for (size_t i = 0; i < st->ntensors; i++) free((char *)st->tensors[i].name);
     for (size_t i = 0; i < st->nfiles; i++) file_unmap(&st->files[i]);
-    for (size_t i = 0; i < st->nmeta; i++) { free(st->meta[i].key); free(st->meta[i].value); }
+    meta_free(st->meta, st->nmeta);
     free(st->tensors);
     free(st->files);
-    free(st->meta);
     free(st);
 }
 

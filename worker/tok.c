@@ -1205,11 +1205,15 @@ static bool nfc_trivial(const uint8_t *s, size_t n)
 
 static bool cp_is_whitespace(UChar32 c) { return u_isUWhiteSpace(c); }
 
-static bool cp_is_alnum(UChar32 c)
+/* A "word" character as tokenizers decides single_word: the regex crate's Unicode \w, i.e.
+ * Alphabetic, marks, decimal digits, connector punctuation and the joiners. */
+static bool cp_is_word(UChar32 c)
 {
-    if (u_hasBinaryProperty(c, UCHAR_ALPHABETIC)) return true;
+    if (u_hasBinaryProperty(c, UCHAR_ALPHABETIC) || u_hasBinaryProperty(c, UCHAR_JOIN_CONTROL))
+        return true;
     int8_t ty = u_charType(c);
-    return ty == U_DECIMAL_DIGIT_NUMBER || ty == U_LETTER_NUMBER || ty == U_OTHER_NUMBER;
+    return ty == U_NON_SPACING_MARK || ty == U_COMBINING_SPACING_MARK || ty == U_ENCLOSING_MARK ||
+           ty == U_DECIMAL_DIGIT_NUMBER || ty == U_CONNECTOR_PUNCTUATION;
 }
 
 static bool ends_with_word(const uint8_t *s, size_t n)
@@ -1218,7 +1222,7 @@ static bool ends_with_word(const uint8_t *s, size_t n)
     int32_t i = (int32_t)n;
     UChar32 c;
     U8_PREV(s, 0, i, c);
-    return c >= 0 && cp_is_alnum(c);
+    return c >= 0 && cp_is_word(c);
 }
 
 static bool starts_with_word(const uint8_t *s, size_t n)
@@ -1227,7 +1231,7 @@ static bool starts_with_word(const uint8_t *s, size_t n)
     int32_t i = 0;
     UChar32 c;
     U8_NEXT(s, i, (int32_t)n, c);
-    return c >= 0 && cp_is_alnum(c);
+    return c >= 0 && cp_is_word(c);
 }
 
 static int spans_push(span_list *l, uint32_t start, uint32_t end, int32_t added)

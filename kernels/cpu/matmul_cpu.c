@@ -18,6 +18,7 @@ enum { MM_AP_LEN = MM_MC * MM_KC, MM_BP_LEN = MM_NC * MM_KC };
 
 /* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) as MR-row slivers: sliver s holds kc
  * columns of MR values each, zero-padded past mc. ap [ceil(mc/MR) * MR * kc] */
+CPU_VEC_CLONES
 static void mm_pack_a(real *ap, const real *a, int trans_a, int lda, int i0, int mc, int p0, int kc)
 {
     for (int s = 0; s < mc; s += MM_MR) {
@@ -38,6 +39,7 @@ static void mm_pack_a(real *ap, const real *a, int trans_a, int lda, int i0, int
 
 /* Pack rows [p0, p0+kc) x cols [j0 + s, j0 + s + NR) of op(B), one NR-column sliver, zero-padded
  * past nc. dst [kc * NR] */
+CPU_VEC_CLONES
 static void mm_pack_b_sliver(real *dst, const real *b, int trans_b, int ldb, int p0, int kc, int j0,
                              int s, int nc)
 {
@@ -62,23 +64,27 @@ typedef real mm_vec __attribute__((vector_size(32)));
 typedef real mm_vec_u __attribute__((vector_size(32), aligned(sizeof(real))));  /* unaligned loads */
 enum { MM_VN = 32 / sizeof(real), MM_NV = MM_NR / MM_VN };
 
-/* C tile [rows, cols] += alpha * (MR x kc sliver of A) * (kc x NR sliver of B). The MR x NR
- * accumulator lives in registers (12 of the 16 AVX registers for float); partial edge tiles are
- * computed whole on the zero padding and only their valid part is written back.
- * ap [kc, MR], bp [kc, NR], c [rows, ldc] */
+/* C tile [rows, cols] += alpha * A tile [rows, kc] * B tile [kc, NR]. A's element (r, p) is
+ * a[p * a_sp + r * a_sr], so the same kernel reads a packed sliver (a_sp = MR, a_sr = 1) or A in
+ * place, transposed or not; rows past `rows` re-read the last valid row (results discarded), so
+ * nothing outside A is touched. B's row p is the NR values at b + p * b_sp: a packed, zero-padded
+ * sliver (b_sp = NR) or, when op(B) is B itself and NR columns exist, B in place. The MR x NR
+ * accumulator lives in registers (12 of the 16 AVX registers for float). c [rows, ldc] */
 CPU_VEC_CLONES
-static void mm_micro(real *c, int ldc, const real *ap, const real *bp, int kc, int rows, int cols,
-                     real alpha)
+static void mm_micro(real *c, int ldc, const real *a, size_t a_sp, size_t a_sr, int rows,
+                     const real *b, size_t b_sp, int kc, int cols, real alpha)
 {
+    size_t roff[MM_MR];
+    for (int r = 0; r < MM_MR; r++) roff[r] = (size_t)(r < rows ? r : rows - 1) * a_sr;
     mm_vec acc[MM_MR][MM_NV];
     for (int r = 0; r < MM_MR; r++)
         for (int v = 0; v < MM_NV; v++) acc[r][v] = (mm_vec){0};
     for (int p = 0; p < kc; p++) {
-        mm_vec b[MM_NV];
-        for (int v = 0; v < MM_NV; v++) b[v] = *(const mm_vec_u *)(bp + (size_t)p * MM_NR + v * MM_VN);
-        const real *ar = ap + (size_t)p * MM_MR;
+        mm_vec bv[MM_NV];
+        for (int v = 0; v < MM_NV; v++) bv[v] = *(const mm_vec_u *)(b + (size_t)p * b_sp + v * MM_VN);
+        const real *ar = a + (size_t)p * a_sp;
         for (int r = 0; r < MM_MR; r++)
-            for (int v = 0; v < MM_NV; v++) acc[r][v] += ar[r] * b[v];
+            for (int v = 0; v < MM_NV; v++) acc[r][v] += ar[roff[r]] * bv[v];
     }
     if (rows == MM_MR && cols == MM_NR) {
         for (int r = 0; r < MM_MR; r++)
@@ -103,8 +109,8 @@ static void mm_block(real *c, int ldc, const real *ap, const real *bp, int i0, i
         int cols = nc - js < MM_NR ? nc - js : MM_NR;
         for (int is = 0; is < mc; is += MM_MR) {
             int rows = mc - is < MM_MR ? mc - is : MM_MR;
-            mm_micro(c + (size_t)(i0 + is) * ldc + j0 + js, ldc, ap + (size_t)is * kc,
-                     bp + (size_t)js * kc, kc, rows, cols, alpha);
+            mm_micro(c + (size_t)(i0 + is) * ldc + j0 + js, ldc, ap + (size_t)is * kc, MM_MR, 1,
+                     rows, bp + (size_t)js * kc, MM_NR, kc, cols, alpha);
         }
     }
 }
@@ -128,16 +134,27 @@ typedef struct mm_shape {
 } mm_shape;
 
 /* One thread does it all: for callers inside a parallel region (attention tiles); no OpenMP
- * construct here, so they pay nothing for one. */
+ * construct here, so they pay nothing for one. These products are small (a 64 x 64 tile by a
+ * head_dim), so A is read in place and B too wherever its rows are op(B)'s rows: packing would
+ * cost as much as the product. bp is scratch for the B slivers that do need packing. */
 static void mm_slab_serial(const mm_shape *g, real *bp, int p0, int kc, int j0, int nc)
 {
-    real ap[MM_AP_LEN];
-    for (int s = 0; s < nc; s += MM_NR)
-        mm_pack_b_sliver(bp + (size_t)s * kc, g->b, g->trans_b, g->ldb, p0, kc, j0, s, nc);
-    for (int i0 = 0; i0 < g->m; i0 += MM_MC) {
-        int mc = g->m - i0 < MM_MC ? g->m - i0 : MM_MC;
-        mm_pack_a(ap, g->a, g->trans_a, g->lda, i0, mc, p0, kc);
-        mm_block(g->c, g->ldc, ap, bp, i0, mc, kc, j0, nc, 0, nc, g->alpha);
+    size_t a_sp = g->trans_a ? (size_t)g->lda : 1, a_sr = g->trans_a ? 1 : (size_t)g->lda;
+    for (int js = 0; js < nc; js += MM_NR) {
+        int cols = nc - js < MM_NR ? nc - js : MM_NR;
+        const real *bs = g->b + (size_t)p0 * g->ldb + j0 + js;
+        size_t b_sp = (size_t)g->ldb;
+        if (g->trans_b || cols < MM_NR) {
+            mm_pack_b_sliver(bp, g->b, g->trans_b, g->ldb, p0, kc, j0, js, nc);
+            bs = bp;
+            b_sp = MM_NR;
+        }
+        for (int i0 = 0; i0 < g->m; i0 += MM_MR) {
+            int rows = g->m - i0 < MM_MR ? g->m - i0 : MM_MR;
+            const real *as = g->a + (g->trans_a ? (size_t)p0 * g->lda + i0 : (size_t)i0 * g->lda + p0);
+            mm_micro(g->c + (size_t)i0 * g->ldc + j0 + js, g->ldc, as, a_sp, a_sr, rows, bs, b_sp,
+                     kc, cols, g->alpha);
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 /* ops_cpu: the CPU op table (fp32). The kernels live one family per file (matmul_cpu.c,
  * norm_cpu.c, rope_cpu.c, attention_cpu.c, activation_cpu.c, loss_cpu.c, embedding_cpu.c,
  * optim_cpu.c) and are written over kernels_cpu.h's `real`; this file only binds their float
- * build to the table, plus the two element-wise ops too small for a family of their own. */
+ * build to the table, plus the element-wise ops too small for a family of their own. */
 #include "kernels_cpu.h"
 
 static void cpu_add_f32(float *y, const float *a, const float *b, size_t n)
@@ -16,10 +16,17 @@ static void cpu_axpy_f32(float *y, float alpha, const float *x, size_t n)
     for (size_t i = 0; i < n; i++) y[i] += alpha * x[i];
 }
 
+static void cpu_fill_f32(float *y, float value, size_t n)
+{
+#pragma omp parallel for simd if (n > (1u << 16))
+    for (size_t i = 0; i < n; i++) y[i] = value;
+}
+
 static const ops_table cpu_table = {
     .backend                   = "cpu",
     .add_f32                   = cpu_add_f32,
     .axpy_f32                  = cpu_axpy_f32,
+    .fill_f32                  = cpu_fill_f32,
     .matmul_f32                = cpu_matmul_f32,
     .bias_add_f32              = cpu_bias_add_f32,
     .bias_backward_f32         = cpu_bias_backward_f32,

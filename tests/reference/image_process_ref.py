@@ -9,14 +9,17 @@ Writes
                         then refuses): a sweep of tiny, huge, odd and extreme-aspect sizes;
   DIR/cases.txt         "name kind in_w in_h out_w out_h min_pixels max_pixels" per image, with
                         NAME.in.rgb (the input, HWC uint8) and NAME.pil.rgb (Pillow's
-                        Image.resize((out_w, out_h), BICUBIC) of it). kind "proc" also has
-                        NAME.pv.f32 (the processor's pixel_values, float32 [patches, 1176]) and
-                        NAME.grid ("t h w", image_grid_thw), from the processor run with
-                        size={shortest_edge: min_pixels, longest_edge: max_pixels}.
+                        Image.resize((out_w, out_h), BICUBIC) of it). kinds "proc" and "cfg" also
+                        have NAME.pv.f32 (the processor's pixel_values, float32 [patches, 1176])
+                        and NAME.grid ("t h w", image_grid_thw): "proc" from the processor run
+                        with size={shortest_edge: min_pixels, longest_edge: max_pixels}, "cfg"
+                        from the processor from_pretrained loads from NAME.pre/ (a
+                        preprocessor_config.json: the published one, and variants).
 Inputs: scikit-image's sample photographs (whole and cropped to odd sizes) and synthetic images
 with the sharpest edges (most overshoot to clip), noise, and degenerate sizes; resizes on both
 sides of Pillow 13's pass-order rule and at random sizes.
 """
+import json
 import os
 import sys
 
@@ -28,6 +31,30 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 DEFAULT = (56 * 56, 28 * 28 * 1280)
 PUBLISHED = (56 * 56, 28 * 28 * 16384)  # Qwen2-VL checkpoints' preprocessor_config.json
 SMALL = (28 * 28, 256 * 28 * 28)
+
+
+# Qwen/Qwen2-VL-2B-Instruct's preprocessor_config.json as published.
+PUBLISHED_CONFIG = {
+    "min_pixels": 3136,
+    "max_pixels": 12845056,
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "image_processor_type": "Qwen2VLImageProcessor",
+    "processor_class": "Qwen2VLProcessor",
+}
+# size with both edges, max_pixels over it, other mean / std / rescale.
+CUSTOM_CONFIG = {
+    "size": {"shortest_edge": 784, "longest_edge": 200704},
+    "max_pixels": 150000,
+    "image_mean": [0.5, 0.25, 0.125],
+    "image_std": [0.5, 0.75, 0.3],
+    "rescale_factor": 0.004,
+    "image_processor_type": "Qwen2VLImageProcessor",
+}
+SCALAR_CONFIG = {"image_mean": 0.45, "image_std": 0.27, "image_processor_type": "Qwen2VLImageProcessor"}
 
 
 def sweep(path):
@@ -104,6 +131,12 @@ def main(root):
         ("hubble_strip", p["hubble"][400:433, :], "proc", None, DEFAULT),
     ]
     cases += [(k, v, "proc", None, DEFAULT) for k, v in s.items()]
+    # kind "cfg": the processor loaded by from_pretrained from a preprocessor_config.json.
+    cases += [
+        ("cfg_published", p["hubble"], "cfg", None, PUBLISHED_CONFIG),
+        ("cfg_custom", p["coffee"], "cfg", None, CUSTOM_CONFIG),
+        ("cfg_scalar", p["chelsea"], "cfg", None, SCALAR_CONFIG),
+    ]
     cases += [
         ("astronaut_r", p["astronaut"], "resize", (301, 199), None),
         ("coffee_up", p["coffee"], "resize", (1234, 1001), None),
@@ -131,10 +164,18 @@ def main(root):
         for name, img, kind, target, limits in cases:
             img = np.ascontiguousarray(img)
             h, w = img.shape[:2]
-            mn, mx = limits if limits else (0, 0)
-            if kind == "proc":
+            mn, mx = limits if isinstance(limits, tuple) else (0, 0)
+            if kind in ("proc", "cfg"):
+                if kind == "cfg":
+                    pre = os.path.join(root, f"{name}.pre")
+                    os.makedirs(pre, exist_ok=True)
+                    with open(os.path.join(pre, "preprocessor_config.json"), "w") as g:
+                        json.dump(limits, g, indent=2)
+                    proc = Qwen2VLImageProcessorPil.from_pretrained(pre)
+                    mn, mx = proc.size.shortest_edge, proc.size.longest_edge
+                else:
+                    proc = Qwen2VLImageProcessorPil(size={"shortest_edge": mn, "longest_edge": mx})
                 out_h, out_w = smart_resize(h, w, factor=28, min_pixels=mn, max_pixels=mx)
-                proc = Qwen2VLImageProcessorPil(size={"shortest_edge": mn, "longest_edge": mx})
                 res = proc(images=Image.fromarray(img), return_tensors="np")
                 pv, grid = res["pixel_values"], res["image_grid_thw"][0]
                 assert pv.dtype == np.float32 and tuple(grid[1:] * 14) == (out_h, out_w), name

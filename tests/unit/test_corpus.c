@@ -8,6 +8,8 @@
 #include "shard_fixture.h"
 
 #include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 static char tmpdir[64];
@@ -202,6 +204,37 @@ static void test_atomicity(void)
     verify(dir, 2, 3);
 }
 
+/* A write error while building (a file size limit, in a child): the builder reports it and,
+ * after abort, neither the corpus nor its partial directory is left. */
+static void test_write_failure(void)
+{
+    char dir[256], partial[300];
+    snprintf(dir, sizeof dir, "%s/full", tmpdir);
+    snprintf(partial, sizeof partial, "%s.partial", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit lim = { 1u << 20, 1u << 20 };
+        if (setrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(10);
+        adapt_error err = {0};
+        corpus_builder *b;
+        if (corpus_builder_open(&b, dir, NULL, 3, 1, &err) != 0) _exit(11);
+        int rc = 0;
+        for (uint64_t i = 0; rc == 0 && i < 100; i++) {
+            fixture_sample f;
+            fixture_sample_make(&f, i, 400000);
+            rc = corpus_builder_add(b, &f.s, &err);
+            fixture_sample_free(&f);
+        }
+        if (rc != ADAPT_EIO) _exit(12);
+        corpus_builder_abort(b);
+        _exit(fixture_exists(dir) || fixture_exists(partial) ? 13 : 0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+}
+
 /* Every flipped byte and every truncation of manifest.pb is refused. */
 static void test_manifest_bytes(void)
 {
@@ -376,6 +409,7 @@ int main(void)
     test_sizes();
     test_builder_refusals();
     test_atomicity();
+    test_write_failure();
     test_manifest_bytes();
     test_manifest_forged();
     test_threads();

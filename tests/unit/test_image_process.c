@@ -3,10 +3,12 @@
  * Without arguments (suite unit): smart_resize on values taken from transformers (Python's
  * half-even rounding, the min and max paths, the aspect-ratio error); the bicubic resize on a
  * small image against bytes Pillow produced, plus identity and constant-image properties; the
- * patch order and normalisation on an image whose pixels encode their position.
+ * patch order and normalisation on an image whose pixels encode their position; the published
+ * preprocessor_config.json and every refused setting of it.
  * With `--reference SCRIPT PYTHON` (suite reference): the script writes transformers'
  * smart_resize over a sweep of sizes, scikit-image's photographs and synthetic images with
- * Pillow's bicubic resize of each and the Qwen2VLImageProcessor's pixel_values and grid; this
+ * Pillow's bicubic resize of each and the Qwen2VLImageProcessor's pixel_values and grid (also
+ * with processors from_pretrained loads from preprocessor_config.json files); this
  * test requires smart_resize identical, every resized pixel within +-1 of Pillow (and reports
  * the largest difference and the share of exact pixels), and patches from Pillow's pixels equal
  * to the processor's within 1e-6. */
@@ -216,11 +218,17 @@ static void reference_image(const char *name, const char *kind, int iw, int ih, 
     all->channels_off += s.channels_off;
     if (s.max_diff > all->max_diff) all->max_diff = s.max_diff;
 
-    if (strcmp(kind, "proc") == 0) {
+    if (strcmp(kind, "proc") == 0 || strcmp(kind, "cfg") == 0) {
         imgproc_params p;
         imgproc_params_default(&p);
         p.min_pixels = mn;
         p.max_pixels = mx;
+        if (strcmp(kind, "cfg") == 0) {
+            char pre[512];
+            snprintf(pre, sizeof pre, "%s/%s.pre", ref_dir, name);
+            CHECK_MSG(imgproc_params_load(&p, pre, &err) == 0, "%s", err.message);
+            CHECK(p.min_pixels == mn && p.max_pixels == mx);
+        }
         imgproc_plan plan;
         CHECK_MSG(imgproc_plan_image(&p, iw, ih, &plan, &err) == 0, "%s: %s", name, err.message);
         CHECK_MSG(plan.resized_width == ow && plan.resized_height == oh, "%s: planned %dx%d, reference %dx%d", name,
@@ -302,11 +310,57 @@ static int reference_main(const char *script, const char *python_default)
     return check_report("image_process (reference)");
 }
 
+static void test_params(void)
+{
+    /* Qwen/Qwen2-VL-2B-Instruct's preprocessor_config.json. */
+    static const char *published =
+        "{\"min_pixels\": 3136, \"max_pixels\": 12845056, \"patch_size\": 14, \"temporal_patch_size\": 2,"
+        " \"merge_size\": 2, \"image_mean\": [0.48145466, 0.4578275, 0.40821073],"
+        " \"image_std\": [0.26862954, 0.26130258, 0.27577711], \"image_processor_type\": \"Qwen2VLImageProcessor\","
+        " \"processor_class\": \"Qwen2VLProcessor\"}";
+    imgproc_params p, d;
+    adapt_error err = {0};
+    imgproc_params_default(&d);
+    CHECK_MSG(imgproc_params_parse(&p, published, strlen(published), "pre.json", &err) == 0, "%s", err.message);
+    CHECK(p.min_pixels == 3136 && p.max_pixels == 12845056 && p.patch_size == 14 && p.merge_size == 2);
+    CHECK(memcmp(p.mean, d.mean, sizeof p.mean) == 0 && memcmp(p.std, d.std, sizeof p.std) == 0);
+    CHECK(p.rescale_factor == d.rescale_factor);
+
+    /* size, then min_pixels / max_pixels over it; a scalar mean is every channel's. */
+    const char *custom = "{\"size\": {\"shortest_edge\": 784, \"longest_edge\": 200704}, \"max_pixels\": 150000,"
+                         " \"image_mean\": 0.5}";
+    CHECK(imgproc_params_parse(&p, custom, strlen(custom), "pre.json", &err) == 0);
+    CHECK(p.min_pixels == 784 && p.max_pixels == 150000 && p.mean[0] == 0.5f && p.mean[2] == 0.5f);
+
+    static const struct { const char *json; int code; const char *field; } bad[] = {
+        {"{\"resample\": 2}", ADAPT_EUNSUPPORTED, "'resample'"},
+        {"{\"do_normalize\": false}", ADAPT_EUNSUPPORTED, "'do_normalize'"},
+        {"{\"do_resize\": false}", ADAPT_EUNSUPPORTED, "'do_resize'"},
+        {"{\"image_processor_type\": \"CLIPImageProcessor\"}", ADAPT_EUNSUPPORTED, "'image_processor_type'"},
+        {"{\"size\": {\"min_pixels\": 1000, \"max_pixels\": 5000}}", ADAPT_EINVAL, "'size'"},
+        {"{\"size\": {\"shortest_edge\": 1000}}", ADAPT_EINVAL, "'size'"},
+        {"{\"max_pixels\": -5}", ADAPT_EINVAL, "'max_pixels'"},
+        {"{\"image_std\": [1, 0, 1]}", ADAPT_EINVAL, "'image_std[1]'"},
+        {"{\"image_mean\": [1, 2]}", ADAPT_EINVAL, "'image_mean'"},
+        {"{\"patch_size\": 14.5}", ADAPT_EINVAL, "'patch_size'"},
+        {"[1]", ADAPT_EINVAL, "not a JSON object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = imgproc_params_parse(&p, bad[i].json, strlen(bad[i].json), "pre.json", &err);
+        CHECK_MSG(rc == bad[i].code, "%s: rc %d (%s)", bad[i].json, rc, err.message);
+        CHECK_STR_CONTAINS(err.message, bad[i].field);
+        CHECK_STR_CONTAINS(err.message, "pre.json");
+    }
+    CHECK(imgproc_params_load(&p, "/nonexistent-adaptd", &err) == ADAPT_ENOTFOUND);
+    CHECK_STR_CONTAINS(err.message, "/nonexistent-adaptd");
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "--reference") == 0) return reference_main(argv[2], argv[3]);
     test_smart_resize();
     test_bicubic();
     test_patchify();
+    test_params();
     return check_report("image_process");
 }

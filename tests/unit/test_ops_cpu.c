@@ -29,6 +29,10 @@ static void test_elementwise(void)
         bad = 0;
         for (size_t i = 0; i < n; i++) bad += y[i] != (a[i] + b[i]) + -2.0f * b[i];
         CHECK_MSG(bad == 0, "axpy_f32 n=%zu: %d wrong", n, bad);
+        OPS->fill_f32(y, 0.0f, n);
+        bad = 0;
+        for (size_t i = 0; i < n; i++) bad += y[i] != 0.0f;
+        CHECK_MSG(bad == 0, "fill_f32 n=%zu: %d wrong", n, bad);
         free(a); free(b); free(y);
     }
 }

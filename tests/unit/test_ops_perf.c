@@ -25,11 +25,13 @@ static double best_of(int reps, void (*fn)(void *), void *arg)
 
 typedef struct { float *a, *b, *c; int n; } mm_args;
 
+#if ADAPT_HAVE_BLAS
 static void run_blas(void *p)
 {
     mm_args *m = p;
     cpu_matmul_f32(m->c, m->a, m->b, m->n, m->n, m->n, 0, 0, m->n, m->n, m->n, 1, 0);
 }
+#endif
 
 static void run_blocked(void *p)
 {

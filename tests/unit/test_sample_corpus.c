@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ---- files and runs ------------------------------------------------------------------------- */
+/* ---- files and runs -------------------------------------------------------------------------- */
 
 static char *file_read(const char *path, size_t *len)
 {
@@ -83,7 +83,7 @@ static int generate(char *errors, size_t cap, const char *const *args)
     errors[n > 0 ? n : 0] = '\0';
     close(fd);
     unlink(capture);
-    if (errors[0]) fprintf(stderr, "  (generate said: %s", errors);
+    if (errors[0]) fprintf(stderr, "  generate said: %s", errors);
     return rc;
 }
 
@@ -158,9 +158,11 @@ static uint8_t *jpeg_load(const char *path, int *width, int *height)
     uint8_t *rgb = NULL;
     int subsamp, colorspace;
     if (data && tj &&
-        !tjDecompressHeader3(tj, (unsigned char *)data, len, width, height, &subsamp, &colorspace)) {
+        !tjDecompressHeader3(tj, (unsigned char *)data, len, width, height, &subsamp,
+                             &colorspace)) {
         rgb = malloc((size_t)*width * *height * 3);
-        if (rgb && tjDecompress2(tj, (unsigned char *)data, len, rgb, *width, 0, *height, TJPF_RGB, 0)) {
+        if (rgb && tjDecompress2(tj, (unsigned char *)data, len, rgb, *width, 0, *height,
+                                 TJPF_RGB, 0)) {
             free(rgb);
             rgb = NULL;
         }
@@ -170,7 +172,7 @@ static uint8_t *jpeg_load(const char *path, int *width, int *height)
     return rgb;
 }
 
-/* ---- what the pixels show --------------------------------------------------------------------- */
+/* ---- what the pixels show -------------------------------------------------------------------- */
 
 /* The vocabulary the captions must use, in this file's own order. */
 static const char *const colour_words[] = {"red", "orange", "yellow", "green", "cyan", "blue",
@@ -289,11 +291,16 @@ static void picture_analyse(const uint8_t *rgb, int size, picture *pic)
     free(stack);
 }
 
+/* Whether blob b is of this colour and kind; -1 matches any. */
+static int blob_is(const blob *b, int colour, int kind)
+{
+    return (colour < 0 || b->colour == colour) && (kind < 0 || b->kind == kind);
+}
+
 static int picture_count(const picture *pic, int colour, int kind)
 {
     int n = 0;
-    for (int i = 0; i < pic->n; i++)
-        n += (colour < 0 || pic->blobs[i].colour == colour) && (kind < 0 || pic->blobs[i].kind == kind);
+    for (int i = 0; i < pic->n; i++) n += blob_is(&pic->blobs[i], colour, kind);
     return n;
 }
 
@@ -301,7 +308,7 @@ static const blob *picture_only(const picture *pic, int colour, int kind)
 {
     const blob *found = NULL;
     for (int i = 0; i < pic->n; i++)
-        if ((colour < 0 || pic->blobs[i].colour == colour) && (kind < 0 || pic->blobs[i].kind == kind)) {
+        if (blob_is(&pic->blobs[i], colour, kind)) {
             if (found) return NULL;
             found = &pic->blobs[i];
         }
@@ -316,7 +323,7 @@ static const blob *picture_largest(const picture *pic)
     return best;
 }
 
-/* ---- reading the text ------------------------------------------------------------------------- */
+/* ---- reading the text ------------------------------------------------------------------------ */
 
 #define WORD_MAX 24
 
@@ -407,7 +414,8 @@ static void caption_check_groups(const char *caption, const picture *pic, const 
                       picture_count(pic, c, s), caption);
 }
 
-/* "(the|a|an) COLOUR KIND" → the blob it names must be `b` (NULL: any of that colour and kind). */
+/* "(the|a|an) COLOUR KIND": the article fits the count, and the blob it names is `b` (when
+ * given). */
 static int shape_words_check(const char *article, const char *colour_w, const char *kind_w,
                              const picture *pic, const blob *b, const char *name, const char *text)
 {
@@ -448,7 +456,8 @@ static void caption_check_places(const char *caption, const picture *pic, const 
     for (int i = 0; i < pic->n; i++)
         if (&pic->blobs[i] != big)
             CHECK_MSG(pic->blobs[i].pixels * 1.15 < big->pixels, "%s: the largest shape is not "
-                      "clearly the largest (%ld vs %ld pixels)", name, big->pixels, pic->blobs[i].pixels);
+                      "clearly the largest (%ld vs %ld pixels)", name, big->pixels,
+                      pic->blobs[i].pixels);
     rest = space + 1;
     int region = region_phrase_parse(&rest);
     CHECK_MSG(region >= 0 && region == region_at(big->cx, big->cy, pic->size), "%s: the largest "
@@ -460,7 +469,8 @@ static void caption_check_places(const char *caption, const picture *pic, const 
         CHECK_MSG(space != NULL, "%s: caption ends early: %s", name, caption);
         if (!space) return;
         snprintf(head, sizeof head, "%.*s", (int)(space - rest + 1), rest);
-        CHECK_MSG(match(head, " The %w %w is ", w) == 2, "%s: cannot read '%s' in: %s", name, head, caption);
+        CHECK_MSG(match(head, " The %w %w is ", w) == 2, "%s: cannot read '%s' in: %s", name,
+                  head, caption);
         int colour = word_find(colour_words, N_COLOURS, w[0]), kind = kind_parse(w[1], 0);
         const blob *b = picture_only(pic, colour, kind);
         rest = space + 1;
@@ -497,7 +507,8 @@ static int qa_check_counts(const char *q, const char *a, const picture *pic, con
     }
     if (match(q, "How many %w are there?", w) == 1) {
         kind = kind_parse(w[0], 1);
-        CHECK_MSG(kind >= 0 && number_is(a, picture_count(pic, -1, kind)), "%s: '%s' -> '%s'", name, q, a);
+        CHECK_MSG(kind >= 0 && number_is(a, picture_count(pic, -1, kind)), "%s: '%s' -> '%s'",
+                  name, q, a);
         return 1;
     }
     if (match(q, "How many %w %w are in the image?", w) == 2) {
@@ -524,7 +535,8 @@ static int qa_check_positions(const char *q, const char *a, const picture *pic, 
     char w[4][WORD_MAX];
     int kind = -1, colour = -1, form = 0;
     if (match(q, "Where is the %w %w?", w) == 2) form = 1;
-    else if (match(q, "Is the %w %w on the left or on the right side of the image?", w) == 2) form = 2;
+    else if (match(q, "Is the %w %w on the left or on the right side of the image?", w) == 2)
+        form = 2;
     else if (match(q, "Is the %w %w in the upper half of the image?", w) == 2) form = 3;
     if (!form) return 0;
     colour = word_find(colour_words, N_COLOURS, w[0]);
@@ -534,7 +546,7 @@ static int qa_check_positions(const char *q, const char *a, const picture *pic, 
     if (!b) return 1;
     int region = region_at(b->cx, b->cy, pic->size);
     const char *want = form == 1 ? region_words[region]
-                     : form == 2 ? (region % 3 == 0 ? "left" : region % 3 == 2 ? "right" : "(center)")
+                     : form == 2 ? (region % 3 == 0 ? "left" : region % 3 == 2 ? "right" : "-")
                                  : yes_no(b->cy < pic->size / 2.0);
     CHECK_MSG(!strcmp(a, want), "%s: '%s' -> '%s', the pixels say '%s'", name, q, a, want);
     return 1;
@@ -546,7 +558,8 @@ static int qa_check_attributes(const char *q, const char *a, const picture *pic,
     char w[5][WORD_MAX], aw[3][WORD_MAX];
     if (match(q, "Is there %w %w %w in the image?", w) == 3) {
         int colour = word_find(colour_words, N_COLOURS, w[1]), kind = kind_parse(w[2], 0);
-        CHECK_MSG(colour >= 0 && kind >= 0 && !strcmp(a, yes_no(picture_count(pic, colour, kind) > 0)),
+        CHECK_MSG(colour >= 0 && kind >= 0 &&
+                  !strcmp(a, yes_no(picture_count(pic, colour, kind) > 0)),
                   "%s: '%s' -> '%s'", name, q, a);
         return 1;
     }
@@ -571,7 +584,8 @@ static int qa_check_attributes(const char *q, const char *a, const picture *pic,
     if (plural || match(q, "What colour is the %w?", w) == 1) {
         int kind = kind_parse(w[0], plural), colour = word_find(colour_words, N_COLOURS, a);
         int n = picture_count(pic, -1, kind);
-        CHECK_MSG(kind >= 0 && colour >= 0 && n == picture_count(pic, colour, kind) && (n > 1) == plural,
+        CHECK_MSG(kind >= 0 && colour >= 0 && n == picture_count(pic, colour, kind) &&
+                  (n > 1) == plural,
                   "%s: '%s' -> '%s'", name, q, a);
         return 1;
     }
@@ -579,7 +593,8 @@ static int qa_check_attributes(const char *q, const char *a, const picture *pic,
     if (plural || match(q, "What shape is the %w object?", w) == 1) {
         int colour = word_find(colour_words, N_COLOURS, w[0]), kind = kind_parse(a, plural);
         int n = picture_count(pic, colour, -1);
-        CHECK_MSG(kind >= 0 && colour >= 0 && n == picture_count(pic, colour, kind) && (n > 1) == plural,
+        CHECK_MSG(kind >= 0 && colour >= 0 && n == picture_count(pic, colour, kind) &&
+                  (n > 1) == plural,
                   "%s: '%s' -> '%s'", name, q, a);
         return 1;
     }
@@ -604,12 +619,38 @@ static int qa_check(const char *q, const char *a, const picture *pic, const char
     return known;
 }
 
-/* ---- whole corpora ---------------------------------------------------------------------------- */
+/* ---- whole corpora --------------------------------------------------------------------------- */
 
 static const char *json_string(const cJSON *obj, const char *key)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
     return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+/* One record's turns: human then gpt, alternating; the first asks for the caption after
+ * "<image>\n"; no later turn repeats the image token. */
+static void record_check_turns(const char *dir, int i, const cJSON *turns, const char **instruction,
+                               int *varied)
+{
+    int n = cJSON_GetArraySize(turns), t = 0;
+    CHECK_MSG(cJSON_IsArray(turns) && n % 2 == 0 && n >= 8 && n <= 2 + 2 * SAMPLEGEN_MAX_QA,
+              "%s: record %d has %d turns", dir, i, n);
+    for (const cJSON *turn = turns ? turns->child : NULL; turn; turn = turn->next, t++) {
+        const char *from = json_string(turn, "from"), *value = json_string(turn, "value");
+        CHECK_MSG(from && !strcmp(from, t % 2 ? "gpt" : "human") && value && value[0],
+                  "%s: record %d turn %d is not a %s turn with a value", dir, i, t,
+                  t % 2 ? "gpt" : "human");
+        if (!value) continue;
+        if (t > 0) {
+            CHECK_MSG(!strstr(value, "<image>"), "%s: record %d turn %d repeats <image>", dir, i,
+                      t);
+            continue;
+        }
+        CHECK_MSG(!strncmp(value, "<image>\n", 8) && value[8], "%s: record %d: first turn %s",
+                  dir, i, value);
+        if (!*instruction) *instruction = value;
+        *varied |= strcmp(*instruction, value) != 0;
+    }
 }
 
 /* The LLaVA layout: an array of {id, image, conversations}, caption first; captions.jsonl the
@@ -621,50 +662,38 @@ static cJSON *corpus_check_layout(const char *dir, int count)
     char *text = file_read(path, NULL);
     cJSON *root = text ? cJSON_Parse(text) : NULL;
     free(text);
-    CHECK_MSG(cJSON_IsArray(root) && cJSON_GetArraySize(root) == count, "%s: not an array of %d", path, count);
+    CHECK_MSG(cJSON_IsArray(root) && cJSON_GetArraySize(root) == count, "%s: not an array of %d",
+              path, count);
     if (!cJSON_IsArray(root)) return root;
     snprintf(path, sizeof path, "%s/captions.jsonl", dir);
-    char *lines = file_read(path, NULL), *save = NULL, *line = lines ? strtok_r(lines, "\n", &save) : NULL;
-    int i = 0, instructions_seen = 0;
-    const char *first_instruction = NULL;
+    char *lines = file_read(path, NULL), *save = NULL;
+    char *line = lines ? strtok_r(lines, "\n", &save) : NULL;
+    int i = 0, varied = 0;
+    const char *instruction = NULL;
     for (const cJSON *item = root->child; item; item = item->next, i++) {
         char want_id[16], image_path[PATH_MAX + 64];
         snprintf(want_id, sizeof want_id, "%08d", i + 1);
         const char *id = json_string(item, "id"), *image = json_string(item, "image");
-        CHECK_MSG(id && !strcmp(id, want_id), "%s: record %d has id %s", dir, i, id ? id : "(none)");
+        CHECK_MSG(id && !strcmp(id, want_id), "%s: record %d has id %s", dir, i,
+                  id ? id : "(none)");
         CHECK_MSG(image && !strncmp(image, "images/", 7) && !strncmp(image + 7, want_id, 8) &&
                   (!strcmp(image + 15, ".jpg") || !strcmp(image + 15, ".png")),
                   "%s: record %d has image %s", dir, i, image ? image : "(none)");
         snprintf(image_path, sizeof image_path, "%s/%s", dir, image ? image : "");
         CHECK_MSG(image && path_exists(image_path), "%s: %s is missing", dir, image_path);
         const cJSON *turns = cJSON_GetObjectItemCaseSensitive(item, "conversations");
-        int n = cJSON_GetArraySize(turns);
-        CHECK_MSG(cJSON_IsArray(turns) && n % 2 == 0 && n >= 8 && n <= 2 + 2 * SAMPLEGEN_MAX_QA,
-                  "%s: record %d has %d turns", dir, i, n);
-        int t = 0;
-        for (const cJSON *turn = turns ? turns->child : NULL; turn; turn = turn->next, t++) {
-            const char *from = json_string(turn, "from"), *value = json_string(turn, "value");
-            CHECK_MSG(from && !strcmp(from, t % 2 ? "gpt" : "human") && value && value[0],
-                      "%s: record %d turn %d is not a %s turn with a value", dir, i, t, t % 2 ? "gpt" : "human");
-            if (!value) continue;
-            if (t == 0) {
-                CHECK_MSG(!strncmp(value, "<image>\n", 8) && value[8], "%s: record %d: first turn %s", dir, i, value);
-                if (!first_instruction) first_instruction = value;
-                instructions_seen |= strcmp(first_instruction, value) != 0;
-            } else {
-                CHECK_MSG(!strstr(value, "<image>"), "%s: record %d turn %d repeats <image>", dir, i, t);
-            }
-        }
+        record_check_turns(dir, i, turns, &instruction, &varied);
         cJSON *jl = line ? cJSON_Parse(line) : NULL;
-        const char *caption = n > 1 ? json_string(cJSON_GetArrayItem(turns, 1), "value") : NULL;
-        CHECK_MSG(jl && image && caption && json_string(jl, "image") && json_string(jl, "caption") &&
-                  !strcmp(json_string(jl, "image"), image) && !strcmp(json_string(jl, "caption"), caption),
+        const char *caption = json_string(cJSON_GetArrayItem(turns, 1), "value");
+        const char *jl_image = json_string(jl, "image"), *jl_caption = json_string(jl, "caption");
+        CHECK_MSG(image && caption && jl_image && jl_caption && !strcmp(jl_image, image) &&
+                  !strcmp(jl_caption, caption),
                   "%s: captions.jsonl line %d does not match llava.json", dir, i + 1);
         cJSON_Delete(jl);
         line = strtok_r(NULL, "\n", &save);
     }
     CHECK_MSG(line == NULL, "%s: captions.jsonl has more lines than llava.json has records", dir);
-    CHECK_MSG(instructions_seen, "%s: the caption instruction never varies", dir);
+    CHECK_MSG(varied, "%s: the caption instruction never varies", dir);
     free(lines);
     return root;
 }
@@ -683,7 +712,8 @@ static void corpus_check_images(const char *dir, const cJSON *root, int lo, int 
         int png = strstr(image, ".png") != NULL, w = 0, h = 0;
         uint8_t *rgb = png ? png_load(path, &w, &h) : jpeg_load(path, &w, &h);
         CHECK_MSG(rgb != NULL, "%s does not decode", path);
-        CHECK_MSG(w == h && w >= lo && w <= hi, "%s is %dx%d, not square in %d..%d", path, w, h, lo, hi);
+        CHECK_MSG(w == h && w >= lo && w <= hi, "%s is %dx%d, not square in %d..%d", path, w, h,
+                  lo, hi);
         free(rgb);
         *(png ? n_png : n_jpeg) += 1;
         if (w >= 0 && w <= SAMPLEGEN_SIZE_MAX && !seen[w]++) (*n_sides)++;
@@ -732,32 +762,39 @@ static const char *dir_in_root(char *buf, const char *name)
 /* Bad usage exits 2 with one line naming the problem, and touches nothing. */
 static void test_usage_errors(void)
 {
-    char errors[2048], out[PATH_MAX], keep[PATH_MAX + 16];
+    char errors[2048], out[PATH_MAX];
     dir_in_root(out, "refused");
     struct { const char *args[12]; const char *says; } cases[] = {
-        {{"--out", out, "--count", "99", NULL},            "--count 99 is out of range: give 100 to 100000"},
-        {{"--out", out, "--count", "100001", NULL},        "--count 100001 is out of range"},
-        {{"--out", out, "--count", "12x", NULL},           "--count '12x' is not a whole number"},
-        {{"--count", "100", NULL},                         "--out DIR is required"},
-        {{"--out", out, "--colour", "red", NULL},          "unknown option '--colour'"},
-        {{"--out", out, "--format", "gif", NULL},          "--format 'gif' is not a format"},
-        {{"--out", out, "--size", "10", NULL},             "out of range: give sides of 64 to 4096"},
-        {{"--out", out, "--min-size", "300", "--max-size", "200", NULL}, "--min-size 300 is larger"},
-        {{"--out", out, "--size", "100", "--min-size", "90", NULL}, "either --size or --min-size"},
-        {{"--out", out, "--jpeg-quality", "0", NULL},      "--jpeg-quality 0 is out of range"},
-        {{"--out", out, "--jobs", "0", NULL},              "--jobs 0 is out of range"},
-        {{"--out", out, "--seed", "-1", NULL},             "--seed '-1' is not a number"},
-        {{"--out", out, "--count", NULL},                  "--count needs a value"},
+        {{"--out", out, "--count", "99", NULL},      "--count 99 is out of range: give 100 to"},
+        {{"--out", out, "--count", "100001", NULL},  "--count 100001 is out of range"},
+        {{"--out", out, "--count", "12x", NULL},     "--count '12x' is not a whole number"},
+        {{"--count", "100", NULL},                   "--out DIR is required"},
+        {{"--out", out, "--colour", "red", NULL},    "unknown option '--colour'"},
+        {{"--out", out, "--format", "gif", NULL},    "--format 'gif' is not a format"},
+        {{"--out", out, "--size", "10", NULL},       "give sides of 64 to 4096"},
+        {{"--out", out, "--min-size", "300", "--max-size", "200", NULL}, "300 is larger"},
+        {{"--out", out, "--size", "100", "--min-size", "90", NULL},      "either --size or"},
+        {{"--out", out, "--jpeg-quality", "0", NULL}, "--jpeg-quality 0 is out of range"},
+        {{"--out", out, "--jobs", "0", NULL},        "--jobs 0 is out of range"},
+        {{"--out", out, "--seed", "-1", NULL},       "--seed '-1' is not a number"},
+        {{"--out", out, "--count", NULL},            "--count needs a value"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int rc = generate(errors, sizeof errors, cases[i].args);
         CHECK_MSG(rc == ADAPTCTL_EXIT_USAGE, "case %zu exits %d, not 2", i, rc);
         CHECK_STR_CONTAINS(errors, cases[i].says);
-        CHECK_MSG(strchr(errors, '\n') == errors + strlen(errors) - 1, "case %zu: not one line: %s", i, errors);
+        CHECK_MSG(strchr(errors, '\n') == errors + strlen(errors) - 1, "case %zu: not one line: %s",
+                  i, errors);
     }
     CHECK(!path_exists(out));
+    const char *help[] = {"--help", NULL};
+    CHECK(generate(errors, sizeof errors, help) == ADAPTCTL_EXIT_OK);
+}
 
-    /* An existing, non-empty --out is never overwritten. */
+/* An existing, non-empty --out is never overwritten, nor a foreign OUT.partial touched. */
+static void test_existing_out(void)
+{
+    char errors[2048], out[PATH_MAX], keep[PATH_MAX + 16];
     dir_in_root(out, "taken");
     mkdir(out, 0755);
     snprintf(keep, sizeof keep, "%s/keep.txt", out);
@@ -782,8 +819,10 @@ static void test_usage_errors(void)
     CHECK_STR_CONTAINS(errors, "foreign.partial exists and is not an unfinished output");
     CHECK(!path_exists(out) && path_exists(partial));
 
-    const char *help[] = {"--help", NULL};
-    CHECK(generate(errors, sizeof errors, help) == ADAPTCTL_EXIT_OK);
+    /* A directory that cannot be made is a fault (exit 1), named. */
+    const char *unmakeable[] = {"--out", "/proc/self/adaptd-sample", "--count", "100", NULL};
+    CHECK(generate(errors, sizeof errors, unmakeable) == ADAPTCTL_EXIT_FAULT);
+    CHECK_STR_CONTAINS(errors, "creating /proc/self/adaptd-sample.partial: ");
 }
 
 /* What an interrupted run leaves (OUT.partial with the marker) is cleared by the next run; an
@@ -857,8 +896,9 @@ static void test_png_truth_and_determinism(void)
                            "--size", "256", "--format", "png", "--jobs", "3", NULL};
     const char *run_c[] = {"--out", dir_in_root(c, "png-c"), "--count", "100", "--seed", "8",
                            "--size", "256", "--format", "png", "--jobs", "2", NULL};
-    const char *run_hard[] = {"--out", dir_in_root(hard, "png-hard"), "--count", "100", "--seed", "9",
-                              "--size", "256", "--format", "png", "--no-antialias", NULL};
+    const char *run_hard[] = {"--out", dir_in_root(hard, "png-hard"), "--count", "100",
+                              "--seed", "9", "--size", "256", "--format", "png",
+                              "--no-antialias", NULL};
     CHECK(generate(errors, sizeof errors, run_a) == ADAPTCTL_EXIT_OK);
     CHECK(generate(errors, sizeof errors, run_b) == ADAPTCTL_EXIT_OK);
     CHECK(generate(errors, sizeof errors, run_c) == ADAPTCTL_EXIT_OK);
@@ -879,7 +919,8 @@ static void test_png_truth_and_determinism(void)
     }
     CHECK_MSG(tally.captions == 200, "%ld captions checked", tally.captions);
     CHECK_MSG(tally.answers >= 500, "only %ld answers checked against the pixels", tally.answers);
-    for (int k = 0; k < N_KINDS; k++) CHECK_MSG(tally.kinds_seen[k], "no %s in 200 images", kind_words[k]);
+    for (int k = 0; k < N_KINDS; k++)
+        CHECK_MSG(tally.kinds_seen[k], "no %s in 200 images", kind_words[k]);
     for (int c2 = 0; c2 < N_COLOURS; c2++)
         CHECK_MSG(tally.colours_seen[c2], "no %s shape in 200 images", colour_words[c2]);
 }
@@ -912,6 +953,7 @@ int main(void)
         return 1;
     }
     test_usage_errors();
+    test_existing_out();
     test_partial_and_empty_out();
     test_scene_invariants();
     test_png_truth_and_determinism();

@@ -9,6 +9,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <zstd.h>
 
@@ -306,6 +308,72 @@ static void test_atomicity(void)
     CHECK_STR_CONTAINS(err.message, "footer");
     unlink(tmp);
     fixture_sample_free(&f);
+}
+
+/* Write errors, injected with a file size limit: the writer reports EIO naming the file, and
+ * neither the final name nor the temporary file is left behind. Runs in a child so that the
+ * limit does not outlive the test. */
+static void test_write_failure(void)
+{
+    char path[256], tmp[300];
+    path_in_tmp(path, sizeof path, "full.shard");
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit lim = { 3u << 20, 3u << 20 };
+        if (setrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(10);
+        adapt_error err = {0};
+        shard_writer *w;
+        if (shard_writer_open(&w, path, 1, &err) != 0) _exit(11);
+        int rc = 0;
+        for (uint64_t i = 0; rc == 0 && i < 100; i++) {
+            fixture_sample f;
+            fixture_sample_make(&f, i, 200000);
+            rc = shard_writer_add(w, &f.s, &err);
+            fixture_sample_free(&f);
+        }
+        if (rc != ADAPT_EIO || !strstr(err.message, tmp)) _exit(12);
+        fixture_sample f;
+        fixture_sample_make(&f, 0, 10);
+        rc = shard_writer_add(w, &f.s, &err);       /* a failed writer stays failed */
+        fixture_sample_free(&f);
+        if (rc != ADAPT_EIO) _exit(13);
+        if (shard_writer_finish(w, NULL, &err) != ADAPT_EIO) _exit(14);
+        _exit(fixture_exists(path) || fixture_exists(tmp) ? 15 : 0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+}
+
+/* A shard cut short while a reader has it open: reads past the cut are errors, not short data. */
+static void test_shrunk_while_open(void)
+{
+    char path[256];
+    path_in_tmp(path, sizeof path, "shrinks.shard");
+    shard_summary sum;
+    CHECK(write_shard(path, 10, size_medium, &sum) == 0);
+    adapt_error err;
+    shard_reader *r;
+    CHECK(shard_reader_open(&r, path, &err) == 0);
+    if (!r) return;
+    CHECK(truncate(path, (off_t)(sum.bytes / 2)) == 0);
+    const uint8_t *pb;
+    size_t len;
+    CHECK(shard_reader_read_raw(r, 0, &pb, &len, &err) == 0);
+    CHECK(shard_reader_read_raw(r, 9, &pb, &len, &err) == ADAPT_ECORRUPT);
+    CHECK_STR_CONTAINS(err.message, "record 9");
+    CHECK_STR_CONTAINS(err.message, "cut short");
+    CHECK(shard_reader_check(r, NULL, &err) == ADAPT_ECORRUPT);
+    shard_stream *st;
+    CHECK(shard_stream_open(&st, r, &err) == 0);
+    uint64_t rec;
+    int rc;
+    while ((rc = shard_stream_next(st, &rec, &pb, &len, &err)) == 1) {}
+    CHECK(rc == ADAPT_ECORRUPT);
+    shard_stream_close(st);
+    shard_reader_close(r);
 }
 
 /* Opens the image at path and reads everything; returns the number of operations that
@@ -762,6 +830,8 @@ int main(void)
     test_frames_and_encoded();
     test_writer_refusals();
     test_atomicity();
+    test_write_failure();
+    test_shrunk_while_open();
     test_every_byte();
     test_forged_layout();
     test_forged_frames();
