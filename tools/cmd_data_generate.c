@@ -31,8 +31,8 @@ static const gen_option gen_options[] = {
     {GEN_OPT_COUNT,        "--count",        "N",   "samples, 100 to 100000 (default 1000)"},
     {GEN_OPT_SEED,         "--seed",         "S",   "0 to 2^64-1 (default 1); fixes every byte"},
     {GEN_OPT_SIZE,         "--size",         "N",   "image side, 64 to 4096 pixels (default 448)"},
-    {GEN_OPT_MIN_SIZE,     "--min-size",     "N",   "with --max-size: sides drawn from [min, max]"},
-    {GEN_OPT_MAX_SIZE,     "--max-size",     "N",   ""},
+    {GEN_OPT_MIN_SIZE,     "--min-size",     "N",   "smallest side, when sides vary (default 448)"},
+    {GEN_OPT_MAX_SIZE,     "--max-size",     "N",   "largest side; each image draws one in between"},
     {GEN_OPT_FORMAT,       "--format",       "F",   "jpeg, png or mixed (default: per image)"},
     {GEN_OPT_JPEG_QUALITY, "--jpeg-quality", "Q",   "1 to 100 (default 90)"},
     {GEN_OPT_JOBS,         "--jobs",         "N",   "threads (default: CPUs); output is the same"},
@@ -47,7 +47,8 @@ static void usage_print(FILE *out)
                  "Writes the embedded sample corpus: synthetic images of coloured shapes\n"
                  "with true captions and question-answer pairs, as\n"
                  "DIR/images/NNNNNNNN.{jpg,png}, DIR/llava.json (LLaVA conversations,\n"
-                 "the caption first) and DIR/captions.jsonl.\n\n");
+                 "the caption first) and DIR/captions.jsonl. It writes DIR.partial and\n"
+                 "renames it to DIR when complete.\n\n");
     for (size_t i = 0; i < N_GEN_OPTIONS; i++) {
         char left[40];
         snprintf(left, sizeof left, "%s%s%s", gen_options[i].name, gen_options[i].value ? " " : "",

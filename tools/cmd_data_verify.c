@@ -213,22 +213,25 @@ static void verify_usage(FILE *out)
         "Exit 0 when all is well, 1 naming each fault (shard file, record), 2 bad usage.\n");
 }
 
-int cmd_data_verify(int argc, char **argv)
+/* Reads the options; returns -1 to go on, else the exit code. */
+static int verify_parse_args(int argc, char **argv, int *decode, int *jobs, const char **dir)
 {
     static const struct option longopts[] = {
         {"no-decode", no_argument, NULL, 'n'}, {"jobs", required_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0},
     };
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    int decode = 1, jobs = cpus > 0 ? (int)cpus : 1, c;
+    int c;
+    *decode = 1;
+    *jobs = cpus > 0 ? (int)cpus : 1;
     optind = 1;
     while ((c = getopt_long(argc, argv, "hj:", longopts, NULL)) != -1) {
         char *end;
         switch (c) {
-        case 'n': decode = 0; break;
+        case 'n': *decode = 0; break;
         case 'j':
-            jobs = (int)strtol(optarg, &end, 10);
-            if (*end || jobs < 1 || jobs > 256) {
+            *jobs = (int)strtol(optarg, &end, 10);
+            if (*end || *jobs < 1 || *jobs > 256) {
                 fprintf(stderr, "adaptctl data verify: --jobs %s: expected 1..256\n", optarg);
                 return ADAPTCTL_EXIT_USAGE;
             }
@@ -241,7 +244,53 @@ int cmd_data_verify(int argc, char **argv)
         verify_usage(stderr);
         return ADAPTCTL_EXIT_USAGE;
     }
-    const char *dir = argv[optind];
+    *dir = argv[optind];
+    return -1;
+}
+
+/* Both phases; returns -1 when out of memory. */
+static int verify_corpus(verify_run *v, int decode, int jobs)
+{
+    v->shard_bad = calloc(v->m->n_shards ? v->m->n_shards : 1, 1);
+    if (!v->shard_bad || verify_plan(v, 1)) return -1;
+    verify_phase(v, jobs);
+    if (!decode) return 0;
+    if (verify_plan(v, 2)) return -1;
+    verify_phase(v, jobs);
+    for (size_t s = 0; s < v->m->n_shards; s++)
+        if (v->shard_bad[s])
+            fprintf(stderr, "adaptctl data verify: %s/%s: not decoded (its checksums failed)\n",
+                    v->dir, v->m->shards[s]->path);
+    return 0;
+}
+
+static void verify_print_summary(const verify_run *v, uint64_t records, int decode, double secs)
+{
+    uint64_t bytes = 0;
+    for (size_t s = 0; s < v->m->n_shards; s++) bytes += v->m->shards[s]->bytes;
+    double mb = (double)bytes / 1e6;
+    if (secs <= 0) secs = 1e-9;
+    char what[64];
+    if (decode)
+        snprintf(what, sizeof what, "checksums and %llu images", (unsigned long long)v->decoded);
+    else
+        snprintf(what, sizeof what, "checksums only (--no-decode)");
+    printf("verified %s: %llu records in %zu shards, %.1f MB in %.2f s (%.1f MB/s, %.0f "
+           "records/s), %s: %llu fault%s\n",
+           v->dir, (unsigned long long)records, v->m->n_shards, mb, secs, mb / secs,
+           (double)records / secs, what, (unsigned long long)v->faults,
+           v->faults == 1 ? "" : "s");
+    if (v->faults > VERIFY_MAX_PRINTED)
+        fprintf(stderr, "adaptctl data verify: %llu more faults not printed\n",
+                (unsigned long long)(v->faults - VERIFY_MAX_PRINTED));
+}
+
+int cmd_data_verify(int argc, char **argv)
+{
+    int decode, jobs;
+    const char *dir = NULL;
+    int rc = verify_parse_args(argc, argv, &decode, &jobs, &dir);
+    if (rc >= 0) return rc;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     corpus *cp = NULL;
@@ -252,43 +301,15 @@ int cmd_data_verify(int argc, char **argv)
     }
     verify_run v = {.dir = dir, .m = corpus_manifest(cp)};
     pthread_mutex_init(&v.mu, NULL);
-    v.shard_bad = calloc(v.m->n_shards ? v.m->n_shards : 1, 1);
-    int oom = !v.shard_bad || verify_plan(&v, 1);
-    if (!oom) verify_phase(&v, jobs);
-    if (!oom && decode) {
-        oom = verify_plan(&v, 2);
-        if (!oom) verify_phase(&v, jobs);
-        for (size_t s = 0; s < v.m->n_shards; s++)
-            if (v.shard_bad[s])
-                fprintf(stderr, "adaptctl data verify: %s/%s: not decoded (its checksums failed)\n",
-                        dir, v.m->shards[s]->path);
-    }
-    if (oom) {
+    if (verify_corpus(&v, decode, jobs)) {
         fprintf(stderr, "adaptctl data verify: out of memory\n");
-        free(v.items);
-        free(v.shard_bad);
-        corpus_close(cp);
-        return ADAPTCTL_EXIT_FAULT;
+        rc = ADAPTCTL_EXIT_FAULT;
+    } else {
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        verify_print_summary(&v, corpus_count(cp), decode,
+                             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+        rc = v.faults ? ADAPTCTL_EXIT_FAULT : ADAPTCTL_EXIT_OK;
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    uint64_t bytes = 0;
-    for (size_t s = 0; s < v.m->n_shards; s++) bytes += v.m->shards[s]->bytes;
-    double mb = (double)bytes / 1e6;
-    uint64_t records = corpus_count(cp);
-    if (secs <= 0) secs = 1e-9;
-    char what[64];
-    snprintf(what, sizeof what, decode ? "checksums and %llu images" : "checksums only (--no-decode)",
-             (unsigned long long)v.decoded);
-    printf("verified %s: %llu records in %zu shards, %.1f MB in %.2f s (%.1f MB/s, %.0f "
-           "records/s), %s: %llu fault%s\n",
-           dir, (unsigned long long)records, v.m->n_shards, mb, secs, mb / secs,
-           (double)records / secs, what,
-           (unsigned long long)v.faults, v.faults == 1 ? "" : "s");
-    if (v.faults > VERIFY_MAX_PRINTED)
-        fprintf(stderr, "adaptctl data verify: %llu more faults not printed\n",
-                (unsigned long long)(v.faults - VERIFY_MAX_PRINTED));
-    int rc = v.faults ? ADAPTCTL_EXIT_FAULT : ADAPTCTL_EXIT_OK;
     pthread_mutex_destroy(&v.mu);
     free(v.items);
     free(v.shard_bad);

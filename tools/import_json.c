@@ -209,10 +209,11 @@ int import_json_take_id(const cJSON *obj, import_record *rec)
         text = id->valuestring;
     } else if (cJSON_IsNumber(id)) {
         double v = id->valuedouble;
-        if (v == (double)(long long)v && v > -9007199254740992.0 && v < 9007199254740992.0)
+        /* The range test comes first: casting a double beyond long long is undefined. */
+        if (v > -9007199254740992.0 && v < 9007199254740992.0 && v == (double)(long long)v)
             snprintf(buf, sizeof buf, "%lld", (long long)v);
-        else
-            snprintf(buf, sizeof buf, "%.17g", v);
+        else if (snprintf(buf, sizeof buf, "%.15g", v) > 0 && strtod(buf, NULL) != v)
+            snprintf(buf, sizeof buf, "%.17g", v);   /* 15 digits did not round-trip */
         text = buf;
     } else {
         return import_record_fail(rec, IMPORT_REASON_BAD_RECORD, "id",

@@ -215,7 +215,25 @@ static int tar_member_data(wds_reader *r, tar_member *m, uint64_t data_at, adapt
     return ADAPT_OK;
 }
 
-/* The next regular file of the archive: 1, 0 at its end, negative on a broken archive. */
+/* Reads the header block at r->pos: 1 with h filled and checked, 0 at the end of the archive
+ * (zero block, or the file ending on a block boundary with no extension header pending),
+ * negative when the archive is broken. */
+static int tar_header_read(wds_reader *r, uint8_t *h, int ext_pending, adapt_error *err)
+{
+    int rc = tar_seek(r, r->pos, err);
+    if (rc) return rc;
+    size_t got = fread(h, 1, TAR_BLOCK, r->f);
+    if (got == 0 && !ferror(r->f) && !ext_pending) return 0;  /* no end blocks: as GNU tar */
+    if (got != TAR_BLOCK) return tar_fail(r, r->pos, "a header block cut short", err);
+    int zero = 1;
+    for (size_t i = 0; i < TAR_BLOCK && zero; i++) zero = h[i] == 0;
+    if (zero) return 0;
+    if (!tar_checksum_ok(h)) return tar_fail(r, r->pos, "a header block with a bad checksum", err);
+    return 1;
+}
+
+/* The next regular file of the archive: 1, 0 at its end, negative on a broken archive. Long
+ * names ('L', pax "path") and pax sizes apply to the header that follows them. */
 static int tar_next(wds_reader *r, tar_member *m, adapt_error *err)
 {
     char *long_name = NULL;
@@ -224,40 +242,25 @@ static int tar_next(wds_reader *r, tar_member *m, adapt_error *err)
     uint8_t h[TAR_BLOCK];
     memset(m, 0, sizeof *m);
     while (!r->at_end) {
-        if ((rc = tar_seek(r, r->pos, err))) break;
-        size_t got = fread(h, 1, TAR_BLOCK, r->f);
-        if (got == 0 && !ferror(r->f) && !long_name && !has_pax_size) {
-            r->at_end = 1;   /* no end-of-archive blocks: tolerated, as GNU tar does */
-            break;
-        }
-        if (got != TAR_BLOCK) {
-            rc = tar_fail(r, r->pos, "a header block cut short", err);
-            break;
-        }
-        int zero = 1;
-        for (size_t i = 0; i < TAR_BLOCK && zero; i++) zero = h[i] == 0;
-        if (zero) {
-            r->at_end = 1;
+        rc = tar_header_read(r, h, long_name || has_pax_size, err);
+        if (rc <= 0) {
+            r->at_end = rc == 0;
             break;
         }
         uint64_t size;
-        if (!tar_checksum_ok(h) || tar_number(h + 124, 12, &size)) {
-            rc = tar_fail(r, r->pos, "a header block with a bad checksum or size", err);
+        if (tar_number(h + 124, 12, &size) || size > UINT64_MAX / 2) {
+            rc = tar_fail(r, r->pos, "a header block with an impossible size", err);
             break;
         }
         if (has_pax_size) size = pax_size;
         uint8_t type = h[156];
         uint64_t data_at = r->pos + TAR_BLOCK;
-        if (size > UINT64_MAX / 2) {
-            rc = tar_fail(r, r->pos, "an impossible member size", err);
+        if (data_at + size > r->file_size) {
+            rc = tar_fail(r, r->pos, "a member whose data runs past the end of the file "
+                          "(truncated archive)", err);
             break;
         }
         r->pos = data_at + (size + TAR_BLOCK - 1) / TAR_BLOCK * TAR_BLOCK;
-        if (data_at + size > r->file_size) {
-            rc = tar_fail(r, data_at - TAR_BLOCK, "a member whose data runs past the end of the "
-                          "file (truncated archive)", err);
-            break;
-        }
         if (type == 'L' || type == 'x') {
             char *meta = NULL;
             if ((rc = tar_read_meta(r, size, &meta, err))) break;
@@ -272,7 +275,6 @@ static int tar_next(wds_reader *r, tar_member *m, adapt_error *err)
         }
         if (type == '0' || type == '\0' || type == '7') {
             m->name = long_name ? long_name : header_name(h);
-            long_name = NULL;
             if (!m->name) return adapt_fail(err, ADAPT_ENOMEM, "%s: out of memory", r->source);
             m->size = size;
             m->offset = start;

@@ -592,8 +592,8 @@ int safetensors_open(safetensors_t **out, const char *path, adapt_error *err)
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
         char *idx = path_join(path, ST_INDEX_NAME), *one = path_join(path, ST_SINGLE_NAME);
         if (!idx || !one) rc = adapt_fail(err, ADAPT_ENOMEM, "out of memory");
-        else if (access(idx, F_OK) == 0) rc = index_open(st, idx, err);
         else if (access(one, F_OK) == 0) rc = files_load(st, &one, 1, err);
+        else if (access(idx, F_OK) == 0) rc = index_open(st, idx, err);
         else rc = adapt_fail(err, ADAPT_ENOTFOUND, "%s: neither %s nor %s is there; is this a model directory?",
                              path, ST_INDEX_NAME, ST_SINGLE_NAME);
         free(idx);

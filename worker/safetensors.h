@@ -40,7 +40,8 @@ typedef struct safetensors_tensor {
 typedef struct safetensors_t safetensors_t;
 
 /* Opens PATH: a .safetensors file, a model.safetensors.index.json, or a directory holding one of
- * those (the index wins when both exist, as in transformers). Every header is validated here. */
+ * those (model.safetensors wins when both exist, as in transformers). Every header is validated
+ * here. */
 int safetensors_open(safetensors_t **out, const char *path, adapt_error *err);
 void safetensors_close(safetensors_t *st);
 
@@ -89,8 +90,9 @@ int safetensors_write_file(const char *path, const safetensors_entry *entries, s
 /* Writes a model directory the way transformers' save_pretrained does: model.safetensors when
  * everything fits in max_shard_bytes (0 = no limit), else model-0000i-of-0000n.safetensors
  * filled in the given entry order (a tensor larger than the limit gets a shard of its own)
- * plus model.safetensors.index.json, written last. Weight files of an earlier save that this
- * one does not replace are removed, so a loader never mixes two saves. */
+ * plus model.safetensors.index.json, written after them. Weight files of an earlier save that
+ * this one does not replace are removed last, so a loader (which prefers model.safetensors to
+ * an index) sees the old save or the new one, never a mix. */
 int safetensors_write_dir(const char *dir, const safetensors_entry *entries, size_t n,
                           uint64_t max_shard_bytes, adapt_error *err);
 

@@ -5,8 +5,9 @@
  * ATT_BC; a block keeps a running max and sum per row (online softmax) and rescales its output
  * accumulator as tiles arrive, so memory is O(block x tile), never a segment's full score matrix,
  * and the per-row log-sum-exp is saved for backward. Backward recomputes each tile's
- * probabilities from that lse. Every tile product goes through the serial blocked matmul, which
- * vectorises well and absorbs the transposes. Parallelism: forward over (segment, head); backward
+ * probabilities from that lse. Every tile product goes through the serial blocked matmul, whose
+ * micro-kernel reads the tiles in place (only K's transposed slivers get packed) and absorbs the
+ * transposes of backward. Parallelism: forward over (segment, head); backward
  * over (segment, kv head), since the query heads of one group all add into the same dk, dv rows
  * and one owner per row means no atomics and a thread-count-independent result. */
 #include "kernels_cpu.h"

@@ -143,6 +143,18 @@ static void test_llava_records(void)
     CHECK(!strcmp(r.image_path, "a.png") && r.turns[0].role == IMPORT_ROLE_SYSTEM);
     import_record_clear(&r);
 
+    /* Ids from numbers: integers in decimal, others (even beyond long long) in the shortest of
+     * %.15g and %.17g that reads back as the same double. */
+    parse_llava("{\"id\": 5.66667e+72, \"image\": \"a.png\"}", &r);
+    CHECK(r.reason == 0 && r.id && !strcmp(r.id, "5.66667e+72"));
+    import_record_clear(&r);
+    parse_llava("{\"id\": -0.1, \"image\": \"a.png\"}", &r);
+    CHECK(r.reason == 0 && r.id && !strcmp(r.id, "-0.1"));
+    import_record_clear(&r);
+    parse_llava("{\"id\": 0.30000000000000004, \"image\": \"a.png\"}", &r);
+    CHECK(r.reason == 0 && r.id && !strcmp(r.id, "0.30000000000000004"));
+    import_record_clear(&r);
+
     parse_llava("{\"image\": \"a.png\", \"conversations\": [{\"from\": \"human\", \"value\": \"q\"}]}", &r);
     CHECK(r.reason == 0 && r.caption == NULL && r.id == NULL);   /* empty_caption later */
     import_record_clear(&r);

@@ -366,6 +366,12 @@ static void test_sharded(void)
     CHECK(safetensors_open(&st, p, &err) == 0);
     safetensors_close(st);
 
+    /* With both a model.safetensors and an index there, transformers loads the single file. */
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    CHECK(safetensors_write_file(p, es, 1, &err) == 0);
+    CHECK(safetensors_open(&st, dir, &err) == 0 && safetensors_count(st) == 1);
+    safetensors_close(st);
+
     /* Re-saving as one file removes the shards and the index. */
     CHECK(safetensors_write_dir(dir, es, N_GEN, 0, &err) == 0);
     DIR *d = opendir(dir);
