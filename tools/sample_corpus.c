@@ -376,7 +376,7 @@ static void scene_draw_sizes(samplegen_scene *s, rng *r, double shrink)
             sh->kind = s->groups[g].kind;
             sh->colour = s->groups[g].colour;
         }
-    double rmin = 0.05 * s->size;
+    double rmin = fmax(0.05 * s->size, 8);   /* under 8 pixels a star is a blot */
     double rmax = fmax(rmin, (0.07 + 0.13 / sqrt(s->n_shapes)) * s->size * shrink);
     for (int i = 0; i < s->n_shapes; i++) shape_size(&s->shapes[i], rng_range(r, rmin, rmax), r);
     int second, best = scene_find_largest(s, &second);

@@ -515,6 +515,9 @@ static int load_vocab(tok_tokenizer *t, const cJSON *vocab, const char *path, ad
 
 static int alloc_ids(tok_tokenizer *t, const char *path, adapt_error *err)
 {
+    if (t->n_ids > (1u << 24))   /* real vocabularies stay under a million; this is a typo */
+        return adapt_fail(err, ADAPT_ECORRUPT, "%s: token id %zu is beyond the 16M ids adaptd "
+                          "accepts", path, t->n_ids - 1);
     t->tok_off = calloc(t->n_ids, sizeof *t->tok_off);
     t->tok_len = malloc(t->n_ids * sizeof *t->tok_len);
     t->is_special = calloc(t->n_ids, 1);

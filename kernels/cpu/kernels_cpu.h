@@ -69,7 +69,7 @@ static inline float cpu_exp(float x)
 /* ---- matmul_cpu.c ---- */
 void CPU_FN(matmul)(real *c, const real *a, const real *b, int m, int n, int k, int trans_a,
                     int trans_b, int lda, int ldb, int ldc, real alpha, real beta);
-/* the cache-blocked fallback, OpenMP across tiles; what matmul runs without BLAS */
+/* the cache-blocked fallback, one part of C per OpenMP thread; what matmul runs without BLAS */
 void CPU_FN(matmul_blocked)(real *c, const real *a, const real *b, int m, int n, int k,
                             int trans_a, int trans_b, int lda, int ldb, int ldc, real alpha,
                             real beta);

@@ -1,41 +1,24 @@
 /* matmul_cpu: C = alpha op(A) op(B) + beta C, and the bias add / bias gradient of a Linear.
  *
  * Design: BLAS (OpenBLAS's sgemm/dgemm) when the build found one, because nothing hand-written
- * here beats it; otherwise a cache-blocked product in the Goto manner: per KC-deep slab, a
- * KC x NC panel of B is packed once into NR-wide slivers and reused by every row block, each
- * MC x KC block of A is packed once into MR-high slivers and reused across the whole panel, and
- * a register-tiled MR x NR micro-kernel (GCC vector extensions, cloned for AVX2+FMA) runs over
- * them. Packing absorbs the transposes, so the micro-kernel sees one layout. Tiles live on the
- * stack (at most ~350 KB for the double build): nothing to allocate or fail. */
+ * here beats it; otherwise a cache-blocked product in the Goto manner: per KC-deep slab, the
+ * KC x NC panel of B is packed into NR-wide slivers where it has to be (transposed, or a ragged
+ * edge) and reused by every MC-row block of A, and a register-tiled MR x NR micro-kernel (GCC
+ * vector extensions, cloned for AVX2+FMA) runs over them, reading A in place through strides.
+ * Threads each take a part of C and run the serial engine on it, without synchronising. The
+ * packing buffer lives on the stack (256 KB, 512 KB in the double build): nothing to allocate
+ * or fail. */
 #include "kernels_cpu.h"
 
 #if ADAPT_HAVE_BLAS
 #include <cblas.h>
 #endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 enum { MM_MR = 6, MM_NR = 16, MM_KC = 256, MM_MC = 72, MM_NC = 256 };
-enum { MM_AP_LEN = MM_MC * MM_KC, MM_BP_LEN = MM_NC * MM_KC };
-
-/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) as MR-row slivers: sliver s holds kc
- * columns of MR values each, zero-padded past mc. ap [ceil(mc/MR) * MR * kc] */
-CPU_VEC_CLONES
-static void mm_pack_a(real *ap, const real *a, int trans_a, int lda, int i0, int mc, int p0, int kc)
-{
-    for (int s = 0; s < mc; s += MM_MR) {
-        real *dst = ap + (size_t)s * kc;
-        int rows = mc - s < MM_MR ? mc - s : MM_MR;
-        if (rows < MM_MR) memset(dst, 0, (size_t)kc * MM_MR * sizeof(real));
-        for (int r = 0; r < rows; r++) {
-            if (trans_a) {
-                const real *src = a + (size_t)p0 * lda + i0 + s + r;
-                for (int p = 0; p < kc; p++) dst[p * MM_MR + r] = src[(size_t)p * lda];
-            } else {
-                const real *src = a + (size_t)(i0 + s + r) * lda + p0;
-                for (int p = 0; p < kc; p++) dst[p * MM_MR + r] = src[p];
-            }
-        }
-    }
-}
+enum { MM_BP_LEN = MM_NC * MM_KC };
 
 /* Pack rows [p0, p0+kc) x cols [j0 + s, j0 + s + NR) of op(B), one NR-column sliver, zero-padded
  * past nc. dst [kc * NR] */
@@ -65,8 +48,9 @@ typedef real mm_vec_u __attribute__((vector_size(32), aligned(sizeof(real))));  
 enum { MM_VN = 32 / sizeof(real), MM_NV = MM_NR / MM_VN };
 
 /* C tile [rows, cols] += alpha * A tile [rows, kc] * B tile [kc, NR]. A's element (r, p) is
- * a[p * a_sp + r * a_sr], so the same kernel reads a packed sliver (a_sp = MR, a_sr = 1) or A in
- * place, transposed or not; rows past `rows` re-read the last valid row (results discarded), so
+ * a[p * a_sp + r * a_sr], so the kernel reads A in place, transposed (a_sp = lda, a_sr = 1) or
+ * not (1, lda): the MR values a step needs are broadcast one by one anyway, so packing A would
+ * buy nothing but a copy. Rows past `rows` re-read the last valid row (results discarded), so
  * nothing outside A is touched. B's row p is the NR values at b + p * b_sp: a packed, zero-padded
  * sliver (b_sp = NR) or, when op(B) is B itself and NR columns exist, B in place. The MR x NR
  * accumulator lives in registers (12 of the 16 AVX registers for float). c [rows, ldc] */
@@ -100,115 +84,103 @@ static void mm_micro(real *c, int ldc, const real *a, size_t a_sp, size_t a_sr, 
     }
 }
 
-/* Row block [i0, i0+mc) of C times the packed panel (columns [j0, j0+nc)) over one slab, with
- * slivers [s_lo, s_hi) of the panel. ap holds the block's packed A. */
-static void mm_block(real *c, int ldc, const real *ap, const real *bp, int i0, int mc, int kc,
-                     int j0, int nc, int s_lo, int s_hi, real alpha)
-{
-    for (int js = s_lo; js < s_hi; js += MM_NR) {
-        int cols = nc - js < MM_NR ? nc - js : MM_NR;
-        for (int is = 0; is < mc; is += MM_MR) {
-            int rows = mc - is < MM_MR ? mc - is : MM_MR;
-            mm_micro(c + (size_t)(i0 + is) * ldc + j0 + js, ldc, ap + (size_t)is * kc, MM_MR, 1,
-                     rows, bp + (size_t)js * kc, MM_NR, kc, cols, alpha);
-        }
-    }
-}
-
 /* C = beta C first, so the blocked passes only ever add; beta = 0 overwrites (BLAS semantics). */
-static void mm_scale_rows(real *c, int i0, int i1, int n, int ldc, real beta)
+static void mm_scale_rows(real *c, int m, int n, int ldc, real beta)
 {
-    for (int i = i0; i < i1; i++) {
+    for (int i = 0; i < m; i++) {
         real *row = c + (size_t)i * ldc;
         if (beta == 0) for (int j = 0; j < n; j++) row[j] = 0;
         else for (int j = 0; j < n; j++) row[j] *= beta;
     }
 }
 
-/* The shape of one product, so the slab loops take one argument instead of twelve. */
+/* The shape of one product, so the engine takes one argument instead of thirteen. */
 typedef struct mm_shape {
     real       *c;
     const real *a, *b;
     int         m, n, k, trans_a, trans_b, lda, ldb, ldc;
-    real        alpha;
+    real        alpha, beta;
 } mm_shape;
 
-/* One thread does it all: for callers inside a parallel region (attention tiles); no OpenMP
- * construct here, so they pay nothing for one. These products are small (a 64 x 64 tile by a
- * head_dim), so A is read in place and B too wherever its rows are op(B)'s rows: packing would
- * cost as much as the product. bp is scratch for the B slivers that do need packing. */
-static void mm_slab_serial(const mm_shape *g, real *bp, int p0, int kc, int j0, int nc)
+/* Whether sliver [js, js + NR) of a panel must be packed: op(B) transposed, or ragged at the
+ * right edge (the micro-kernel always reads NR columns). Otherwise B is read in place. */
+static inline int mm_needs_pack(const mm_shape *g, int nc, int js)
 {
+    return g->trans_b || nc - js < MM_NR;
+}
+
+/* The serial engine. Per KC slab and NC panel, the slivers of B that need it are packed once and
+ * reused by every MC-row block; A is read in place (the micro-kernel takes its strides), which
+ * for the small tile products of attention saves a copy as large as the product. */
+static void mm_serial(const mm_shape *g)
+{
+    real bp[MM_BP_LEN];
     size_t a_sp = g->trans_a ? (size_t)g->lda : 1, a_sr = g->trans_a ? 1 : (size_t)g->lda;
-    for (int js = 0; js < nc; js += MM_NR) {
-        int cols = nc - js < MM_NR ? nc - js : MM_NR;
-        const real *bs = g->b + (size_t)p0 * g->ldb + j0 + js;
-        size_t b_sp = (size_t)g->ldb;
-        if (g->trans_b || cols < MM_NR) {
-            mm_pack_b_sliver(bp, g->b, g->trans_b, g->ldb, p0, kc, j0, js, nc);
-            bs = bp;
-            b_sp = MM_NR;
-        }
-        for (int i0 = 0; i0 < g->m; i0 += MM_MR) {
-            int rows = g->m - i0 < MM_MR ? g->m - i0 : MM_MR;
-            const real *as = g->a + (g->trans_a ? (size_t)p0 * g->lda + i0 : (size_t)i0 * g->lda + p0);
-            mm_micro(g->c + (size_t)i0 * g->ldc + j0 + js, g->ldc, as, a_sp, a_sr, rows, bs, b_sp,
-                     kc, cols, g->alpha);
+    if (g->beta != 1) mm_scale_rows(g->c, g->m, g->n, g->ldc, g->beta);
+    if (g->k <= 0 || g->alpha == 0) return;
+    for (int p0 = 0; p0 < g->k; p0 += MM_KC) {
+        int kc = g->k - p0 < MM_KC ? g->k - p0 : MM_KC;
+        for (int j0 = 0; j0 < g->n; j0 += MM_NC) {
+            int nc = g->n - j0 < MM_NC ? g->n - j0 : MM_NC;
+            for (int js = 0; js < nc; js += MM_NR)
+                if (mm_needs_pack(g, nc, js))
+                    mm_pack_b_sliver(bp + (size_t)js * kc, g->b, g->trans_b, g->ldb, p0, kc, j0, js, nc);
+            for (int i0 = 0; i0 < g->m; i0 += MM_MC) {
+                int i1 = g->m - i0 < MM_MC ? g->m : i0 + MM_MC;
+                for (int js = 0; js < nc; js += MM_NR) {
+                    int packed = mm_needs_pack(g, nc, js), cols = nc - js < MM_NR ? nc - js : MM_NR;
+                    const real *bs = packed ? bp + (size_t)js * kc : g->b + (size_t)p0 * g->ldb + j0 + js;
+                    size_t b_sp = packed ? MM_NR : (size_t)g->ldb;
+                    for (int is = i0; is < i1; is += MM_MR) {
+                        int rows = i1 - is < MM_MR ? i1 - is : MM_MR;
+                        const real *as = g->a + (size_t)p0 * a_sp + (size_t)is * a_sr;
+                        mm_micro(g->c + (size_t)is * g->ldc + j0 + js, g->ldc, as, a_sp, a_sr, rows,
+                                 bs, b_sp, kc, cols, g->alpha);
+                    }
+                }
+            }
         }
     }
 }
 
-/* Threads share the packed B panel. With several row blocks they split the row blocks (each
- * packs its own A once); with one (short, wide products such as the loss's) they share one packed
- * A and split the panel's slivers instead. */
-static void mm_slab_parallel(const mm_shape *g, real *bp, int p0, int kc, int j0, int nc)
+/* The parallel product: C is cut into one part per thread (rows when C is tall, columns when it
+ * is wide, e.g. the loss's 64-row chunks) and each thread runs the serial engine on its part,
+ * packing its own B. One parallel region and no barrier inside: on a machine shared with other
+ * work a descheduled thread then delays only its own part, not every slab of everyone's. */
+static void mm_parallel(const mm_shape *g)
 {
-    int slivers = (nc + MM_NR - 1) / MM_NR, mb = (g->m + MM_MC - 1) / MM_MC;
-#pragma omp parallel for schedule(static) if (slivers > 1)
-    for (int si = 0; si < slivers; si++)
-        mm_pack_b_sliver(bp + (size_t)si * MM_NR * kc, g->b, g->trans_b, g->ldb, p0, kc, j0,
-                         si * MM_NR, nc);
-    if (mb > 1) {
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int bi = 0; bi < mb; bi++) {
-            real ap[MM_AP_LEN];
-            int i0 = bi * MM_MC, mc = g->m - i0 < MM_MC ? g->m - i0 : MM_MC;
-            mm_pack_a(ap, g->a, g->trans_a, g->lda, i0, mc, p0, kc);
-            mm_block(g->c, g->ldc, ap, bp, i0, mc, kc, j0, nc, 0, nc, g->alpha);
+#ifdef _OPENMP
+#pragma omp parallel if ((double)g->m * g->n * g->k > 131072.0)
+    {
+        int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        mm_shape part = *g;
+        int by_rows = g->m >= g->n, len = by_rows ? g->m : g->n, unit = by_rows ? MM_MR : MM_NR;
+        int chunk = ((len + nt - 1) / nt + unit - 1) / unit * unit;
+        int lo = t * chunk, hi = lo + chunk < len ? lo + chunk : len;
+        if (lo < hi) {
+            part.c += by_rows ? (size_t)lo * g->ldc : (size_t)lo;
+            if (by_rows) {
+                part.a += g->trans_a ? (size_t)lo : (size_t)lo * g->lda;
+                part.m = hi - lo;
+            } else {
+                part.b += g->trans_b ? (size_t)lo * g->ldb : (size_t)lo;
+                part.n = hi - lo;
+            }
+            mm_serial(&part);
         }
-    } else {
-        real ap[MM_AP_LEN];
-        mm_pack_a(ap, g->a, g->trans_a, g->lda, 0, g->m, p0, kc);
-#pragma omp parallel for schedule(static) if (slivers > 1)
-        for (int si = 0; si < slivers; si++)
-            mm_block(g->c, g->ldc, ap, bp, 0, g->m, kc, j0, nc, si * MM_NR, si * MM_NR + MM_NR,
-                     g->alpha);
     }
+#else
+    mm_serial(g);
+#endif
 }
 
 static void mm_blocked(real *c, const real *a, const real *b, int m, int n, int k, int trans_a,
                        int trans_b, int lda, int ldb, int ldc, real alpha, real beta, int parallel)
 {
     if (m <= 0 || n <= 0) return;
-    if (beta != 1) {
-        if (parallel) {
-#pragma omp parallel for if ((size_t)m * n > (1u << 15))
-            for (int i = 0; i < m; i++) mm_scale_rows(c, i, i + 1, n, ldc, beta);
-        } else {
-            mm_scale_rows(c, 0, m, n, ldc, beta);
-        }
-    }
-    if (k <= 0 || alpha == 0) return;
-    mm_shape g = {c, a, b, m, n, k, trans_a, trans_b, lda, ldb, ldc, alpha};
-    real bp[MM_BP_LEN];
-    for (int p0 = 0; p0 < k; p0 += MM_KC) {
-        int kc = k - p0 < MM_KC ? k - p0 : MM_KC;
-        for (int j0 = 0; j0 < n; j0 += MM_NC) {
-            int nc = n - j0 < MM_NC ? n - j0 : MM_NC;
-            if (parallel) mm_slab_parallel(&g, bp, p0, kc, j0, nc);
-            else mm_slab_serial(&g, bp, p0, kc, j0, nc);
-        }
-    }
+    mm_shape g = {c, a, b, m, n, k, trans_a, trans_b, lda, ldb, ldc, alpha, beta};
+    if (parallel) mm_parallel(&g);
+    else mm_serial(&g);
 }
 
 void CPU_FN(matmul_blocked)(real *c, const real *a, const real *b, int m, int n, int k,

@@ -78,7 +78,7 @@ static void test_matmul(void)
     /* 1 x 1 x 1; below the BLAS threshold; crossing MR/NR edges; crossing MC (72), NC (256) and
      * KC (256) with ragged remainders; a wide short one (a single row block: sliver split) */
     static const int shapes[][3] = {{1, 1, 1}, {5, 7, 9}, {13, 33, 17}, {150, 270, 300},
-                                    {3, 300, 70}, {80, 17, 513}};
+                                    {3, 300, 70}, {20, 700, 40}, {80, 17, 513}};
     int cases = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int t = 0; t < 4; t++) {

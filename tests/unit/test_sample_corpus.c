@@ -228,8 +228,10 @@ typedef struct picture {
     blob blobs[32];
 } picture;
 
-/* Which shape a blob is, from how much of its box it fills and how long the box is. */
-static int blob_kind(const blob *b)
+/* Which shape a blob is, from how much of its box it fills and how long the box is; a triangle
+ * and a star (both point up) differ also below the middle: a triangle's base is solid there,
+ * a star has a notch between its two lower points. `colour` maps pixels to colours. */
+static int blob_kind(const blob *b, const signed char *colour, int size)
 {
     int w = b->x1 - b->x0 + 1, h = b->y1 - b->y0 + 1;
     double fill = (double)b->pixels / ((double)w * h);
@@ -237,8 +239,11 @@ static int blob_kind(const blob *b)
     if (aspect > 1.3) return fill > 0.88 ? K_RECTANGLE : K_ELLIPSE;
     if (fill > 0.88) return K_SQUARE;
     if (fill > 0.64) return K_CIRCLE;
-    if (fill > 0.43) return K_TRIANGLE;
-    return K_STAR;
+    int notch_y = b->y1 - h / 8, mid_x = (b->x0 + b->x1) / 2;
+    int solid = colour[(size_t)notch_y * size + mid_x] == b->colour;
+    if (fill > 0.43 && solid) return K_TRIANGLE;
+    if (fill < 0.43 && !solid) return K_STAR;
+    return -1;   /* neither: a shape this file cannot name */
 }
 
 static int region_at(double x, double y, int size)
@@ -248,46 +253,58 @@ static int region_at(double x, double y, int size)
     return row * 3 + col;
 }
 
-/* Connected regions (4-neighbour) of one colour; specks under 24 pixels are edge noise. */
+/* Grows the blob of one colour from `start` (4-neighbours), marking its pixels in `seen`. */
+static blob blob_grow(const signed char *colour, unsigned char *seen, int *stack, int size,
+                      int start)
+{
+    blob b = {colour[start], 0, 0, size, size, -1, -1, 0, 0};
+    int top = 0;
+    stack[top++] = start;
+    seen[start] = 1;
+    while (top) {
+        int p = stack[--top], x = p % size, y = p / size;
+        b.pixels++;
+        b.cx += x + 0.5;
+        b.cy += y + 0.5;
+        if (x < b.x0) b.x0 = x;
+        if (x > b.x1) b.x1 = x;
+        if (y < b.y0) b.y0 = y;
+        if (y > b.y1) b.y1 = y;
+        int next[4] = {x > 0 ? p - 1 : -1, x < size - 1 ? p + 1 : -1, y > 0 ? p - size : -1,
+                       y < size - 1 ? p + size : -1};
+        for (int k = 0; k < 4; k++)
+            if (next[k] >= 0 && !seen[next[k]] && colour[next[k]] == b.colour) {
+                seen[next[k]] = 1;
+                stack[top++] = next[k];
+            }
+    }
+    b.cx /= (double)b.pixels;
+    b.cy /= (double)b.pixels;
+    return b;
+}
+
+/* Connected regions of one colour; specks under 24 pixels are antialiasing noise. */
 static void picture_analyse(const uint8_t *rgb, int size, picture *pic)
 {
     size_t npix = (size_t)size * size;
     signed char *colour = malloc(npix);
+    unsigned char *seen = calloc(npix, 1);
     int *stack = malloc(npix * sizeof *stack);
     for (size_t i = 0; i < npix; i++) colour[i] = (signed char)pixel_colour(rgb + 3 * i);
     pic->size = size;
     pic->n = 0;
     for (size_t start = 0; start < npix; start++) {
-        if (colour[start] < 0) continue;
-        blob b = {colour[start], 0, 0, size, size, -1, -1, 0, 0};
-        int top = 0;
-        stack[top++] = (int)start;
-        colour[start] = -1;
-        while (top) {
-            int p = stack[--top], x = p % size, y = p / size;
-            b.pixels++;
-            b.cx += x + 0.5;
-            b.cy += y + 0.5;
-            if (x < b.x0) b.x0 = x;
-            if (x > b.x1) b.x1 = x;
-            if (y < b.y0) b.y0 = y;
-            if (y > b.y1) b.y1 = y;
-            int next[4] = {x > 0 ? p - 1 : -1, x < size - 1 ? p + 1 : -1, y > 0 ? p - size : -1,
-                           y < size - 1 ? p + size : -1};
-            for (int k = 0; k < 4; k++)
-                if (next[k] >= 0 && colour[next[k]] == b.colour) {
-                    colour[next[k]] = -1;
-                    stack[top++] = next[k];
-                }
-        }
+        if (colour[start] < 0 || seen[start]) continue;
+        blob b = blob_grow(colour, seen, stack, size, (int)start);
         if (b.pixels < 24) continue;
-        b.cx /= (double)b.pixels;
-        b.cy /= (double)b.pixels;
-        b.kind = blob_kind(&b);
+        b.kind = blob_kind(&b, colour, size);
+        CHECK_MSG(b.kind >= 0, "a %s blob of %ld pixels that is no known shape",
+                  colour_words[b.colour], b.pixels);
         CHECK_MSG(pic->n < 32, "more blobs than any scene has");
         if (pic->n < 32) pic->blobs[pic->n++] = b;
     }
     free(colour);
+    free(seen);
     free(stack);
 }
 

@@ -1,0 +1,123 @@
+/* qwen2vl_internal: the model struct and its planned activations, shared by the qwen2vl_*.c
+ * modules (layout and lifecycle, weights, vision tower, decoder) and by no one else.
+ *
+ * The one idea: every buffer a step touches is sized once from the budget and carved out of one
+ * float block and one int block, so a step allocates nothing and its peak memory is known up front
+ * (qwen2vl_activation_floats is the same carving, counted). */
+#ifndef ADAPT_QWEN2VL_INTERNAL_H
+#define ADAPT_QWEN2VL_INTERNAL_H
+
+#include "qwen2vl.h"
+
+/* Saved forward activations (per layer, stacked) and backward scratch. N max patches, G = N / 4
+ * merged tokens, T max tokens; other letters as in qwen2vl_params. */
+typedef struct qwen2vl_acts {
+    /* vision tower */
+    float *v_x;        /* [Lv + 1, N, E]  residual stream entering each block; [Lv] feeds the merger */
+    float *v_ln1;      /* [Lv, N, E] */
+    float *v_mean1;    /* [Lv, N] */
+    float *v_rstd1;    /* [Lv, N] */
+    float *v_qkv;      /* [Lv, N, 3E]     q and k after the rotary embedding */
+    float *v_att;      /* [Lv, N, E] */
+    float *v_lse;      /* [Lv, N, Hv] */
+    float *v_mid;      /* [Lv, N, E]      residual after attention */
+    float *v_ln2;      /* [Lv, N, E] */
+    float *v_mean2;    /* [Lv, N] */
+    float *v_rstd2;    /* [Lv, N] */
+    float *v_fc1;      /* [Lv, N, M]      before QuickGELU */
+    float *v_act;      /* [Lv, N, M] */
+    /* merger */
+    float *m_ln;       /* [N, E]  = [G, C] */
+    float *m_mean;     /* [N] */
+    float *m_rstd;     /* [N] */
+    float *m_fc1;      /* [G, C]          before GELU */
+    float *m_act;      /* [G, C] */
+    float *m_out;      /* [G, D]          image features */
+    /* decoder */
+    float *x;          /* [L + 1, T, D]   residual stream entering each layer; [L] the last */
+    float *ln1;        /* [L, T, D] */
+    float *rstd1;      /* [L, T] */
+    float *qkv;        /* [L, T, Q + 2K]  q | k | v, q and k after M-RoPE */
+    float *att;        /* [L, T, Q] */
+    float *lse;        /* [L, T, H] */
+    float *mid;        /* [L, T, D] */
+    float *ln2;        /* [L, T, D] */
+    float *rstd2;      /* [L, T] */
+    float *gu;         /* [L, T, 2I]      gate | up */
+    float *act;        /* [L, T, I] */
+    float *hf;         /* [T, D]          after the final norm */
+    float *rstdf;      /* [T] */
+    /* backward scratch */
+    float *d_res;      /* [T, D] */
+    float *d_ln;       /* [T, D] */
+    float *d_qkv;      /* [T, Q + 2K] */
+    float *d_att;      /* [T, Q] */
+    float *d_gu;       /* [T, 2I] */
+    float *d_act;      /* [T, I] */
+    float *dv_res;     /* [N, E] */
+    float *dv_ln;      /* [N, E] */
+    float *dv_qkv;     /* [N, 3E] */
+    float *dv_att;     /* [N, E] */
+    float *dv_fc1;     /* [N, M] */
+    float *dv_act;     /* [N, M] */
+    float *dm_out;     /* [G, D] */
+    float *dm_act;     /* [G, C] */
+    float *dm_fc1;     /* [G, C] */
+    float *d_sink;     /* [2 * max(E, D)] gradients of frozen norms land here and are dropped */
+    float *loss_work;  /* [loss_work_len]  the fused LM head's scratch */
+    /* ints */
+    int   *v_pos;      /* [2, N]          (h, w) of each patch */
+    int   *v_cu;       /* [max_images + 1] */
+    int   *pos;        /* [3, T]          M-RoPE (t, h, w) */
+    int   *targets;    /* [T]             shifted labels */
+    int   *img_pos;    /* [T]             rows of <|image_pad|> tokens */
+    int   *cu;         /* [max_seqs + 1] */
+} qwen2vl_acts;
+
+struct qwen2vl_model {
+    model_config     cfg;
+    const ops_table *ops;
+    qwen2vl_budget   budget;
+    qwen2vl_tensor  *tensors;
+    size_t           n_tensors;
+    size_t           n_params;
+    size_t           tower_params[QWEN2VL_TOWER_COUNT];
+    float           *param_mem;
+    float           *grad_mem;
+    qwen2vl_params   w;
+    qwen2vl_params   g;
+    int              frozen[QWEN2VL_TOWER_COUNT];
+    float           *act_mem;
+    int             *act_ints;
+    size_t           loss_work_len;
+    qwen2vl_acts     a;
+    /* the shape of the last forward pass */
+    int              n_tokens;
+    int              n_patches;
+    int              n_images;
+    int              n_image_tokens;
+    int              have_forward;
+};
+
+/* Carves the activations of cfg/budget out of base (NULL: only counts); returns floats used and
+ * stores ints used in *n_ints. */
+size_t qwen2vl_acts_plan(qwen2vl_acts *a, const model_config *cfg, const qwen2vl_budget *b,
+                         size_t loss_work_len, float *base, int *ibase, size_t *n_ints);
+
+/* Linear layers on the op table: y = x W^T + b; backward accumulates dW, db and writes
+ * (beta 0) or adds (beta 1) dx; a NULL dx / dw / db is skipped. x, dx are [rows, in] packed. */
+void qwen2vl_linear_forward(const ops_table *ops, float *y, const float *x, const float *w,
+                            const float *b, int rows, int in, int out, int ldy);
+void qwen2vl_linear_backward(const ops_table *ops, float *dx, float *dw, float *db,
+                             const float *dy, const float *x, const float *w, int rows, int in,
+                             int out, int ldy, float dx_beta);
+
+/* Vision tower + merger: forward fills a.m_out; backward takes a.dm_out. */
+void qwen2vl_vision_forward(qwen2vl_model *m, const float *pixel_values);
+void qwen2vl_vision_backward(qwen2vl_model *m, const float *pixel_values);
+/* Decoder: embeddings (image features scattered in), layers, final norm into a.hf. */
+void qwen2vl_text_forward(qwen2vl_model *m, const int *input_ids);
+/* From a.d_res = d hf's pre-norm input ... down to the embeddings; fills a.dm_out. */
+void qwen2vl_text_backward(qwen2vl_model *m, const int *input_ids, const float *dhf);
+
+#endif
