@@ -17,7 +17,10 @@
  *     buffers once per step;
  *   - ops allocate nothing, except the blocked CPU matmul fallback's packing tiles (on the stack)
  *     and the attention tiles (on the stack); the fused loss takes its scratch from the caller;
- *   - fp32 everywhere here; the CUDA backend's bf16 variants come with its issue. */
+ *   - fp32 everywhere here; the CUDA backend's bf16 variants come with its issue;
+ *   - the CPU backend threads with OpenMP only (OMP_NUM_THREADS); it runs OpenBLAS single-
+ *     threaded on each thread's part of a product, and sets openblas_set_num_threads(1) on its
+ *     first large matmul, so two thread pools never compete for the cores. */
 #ifndef ADAPT_OPS_H
 #define ADAPT_OPS_H
 

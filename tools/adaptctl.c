@@ -19,6 +19,8 @@ static const adaptctl_command commands[] = {
     {"data", "inspect",  cmd_data_inspect,  "summary, one record as JSON, histograms"},
     {"data", "verify",   cmd_data_verify,   "read everything, check every checksum, decode every image"},
     {NULL,   "tokenize", cmd_tokenize,      "text to ids, ids to text, render a chat"},
+    {"model", "info",    cmd_model_info,    "config summary, parameters per tower, training memory"},
+    {"model", "init",    cmd_model_init,    "random weights in the Hugging Face layout"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

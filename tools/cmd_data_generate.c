@@ -32,7 +32,7 @@ static const gen_option gen_options[] = {
     {GEN_OPT_SEED,         "--seed",         "S",   "0 to 2^64-1 (default 1); fixes every byte"},
     {GEN_OPT_SIZE,         "--size",         "N",   "image side, 64 to 4096 pixels (default 448)"},
     {GEN_OPT_MIN_SIZE,     "--min-size",     "N",   "smallest side, when sides vary (default 448)"},
-    {GEN_OPT_MAX_SIZE,     "--max-size",     "N",   "largest side; each image draws one in between"},
+    {GEN_OPT_MAX_SIZE,     "--max-size",     "N",   "largest side; each image draws one between"},
     {GEN_OPT_FORMAT,       "--format",       "F",   "jpeg, png or mixed (default: per image)"},
     {GEN_OPT_JPEG_QUALITY, "--jpeg-quality", "Q",   "1 to 100 (default 90)"},
     {GEN_OPT_JOBS,         "--jobs",         "N",   "threads (default: CPUs); output is the same"},

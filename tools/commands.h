@@ -15,5 +15,7 @@ int cmd_data_import(int argc, char **argv);    /* tools/cmd_data_import.c */
 int cmd_data_inspect(int argc, char **argv);   /* tools/cmd_data_inspect.c */
 int cmd_data_verify(int argc, char **argv);    /* tools/cmd_data_verify.c */
 int cmd_tokenize(int argc, char **argv);       /* tools/cmd_tokenize.c */
+int cmd_model_info(int argc, char **argv);     /* tools/cmd_model.c */
+int cmd_model_init(int argc, char **argv);     /* tools/cmd_model.c */
 
 #endif

@@ -277,7 +277,7 @@ static void shape_size(samplegen_shape *sh, double radius, rng *r)
     sh->cx = sh->cy = 0;
     sh->rx = sh->ry = radius;
     if (sh->kind == SAMPLEGEN_KIND_STAR) {
-        sh->rx = sh->ry = radius * 1.2;
+        sh->rx = sh->ry = radius * 1.3;
     } else if (sh->kind == SAMPLEGEN_KIND_ELLIPSE || sh->kind == SAMPLEGEN_KIND_RECTANGLE) {
         double major = radius * sqrt(aspect), minor = radius / sqrt(aspect);
         sh->rx = wide ? major : minor;

@@ -24,8 +24,10 @@ typedef struct qwen2vl_field {
     int64_t       dims[5];
 } qwen2vl_field;
 
-#define VIS "model.visual."
-#define LMP "model.language_model."
+/* The names save_pretrained writes (transformers 5.x maps its modules model.visual.* and
+ * model.language_model.* back to these on save, for the published checkpoints' sake). */
+#define VIS "visual."
+#define LMP "model."
 #define SLOT(f) offsetof(qwen2vl_params, f)
 
 /* The fields of cfg in buffer order; returns their count. */

@@ -17,9 +17,9 @@
 #include <stdint.h>
 
 typedef enum qwen2vl_tower {
-    QWEN2VL_TOWER_VISION,   /* model.visual.patch_embed + model.visual.blocks */
-    QWEN2VL_TOWER_MERGER,   /* model.visual.merger */
-    QWEN2VL_TOWER_LLM,      /* model.language_model + lm_head */
+    QWEN2VL_TOWER_VISION,   /* visual.patch_embed + visual.blocks */
+    QWEN2VL_TOWER_MERGER,   /* visual.merger */
+    QWEN2VL_TOWER_LLM,      /* model.* + lm_head */
     QWEN2VL_TOWER_COUNT,
 } qwen2vl_tower;
 
@@ -66,7 +66,7 @@ typedef struct qwen2vl_params {
 
 /* One named tensor of the layout: where it sits in the buffer and which tower owns it. */
 typedef struct qwen2vl_tensor {
-    char           name[96];      /* transformers 5.x save_pretrained name */
+    char           name[96];      /* as transformers 5.x save_pretrained writes it */
     size_t         offset;        /* in floats from the start of the buffer */
     size_t         numel;
     int            ndim;
@@ -126,10 +126,11 @@ int qwen2vl_layout(const model_config *cfg, qwen2vl_tensor **out, size_t *n_tens
  * (with both frozen the whole vision backward is skipped). The LLM cannot be frozen (refused). */
 int qwen2vl_set_frozen(qwen2vl_model *m, qwen2vl_tower tower, int frozen, adapt_error *err);
 
-/* Weights: load from a Hugging Face directory or file (transformers 5.x names, or the published
- * checkpoints' `visual.*` / `model.*` names), F32/BF16/F16; missing or unexpected tensors are an
- * error listing them. Save writes config-independent weights as F32 model.safetensors (or shards
- * above max_shard_bytes, 0 = one file), lm_head.weight omitted when tied, as save_pretrained. */
+/* Weights: load from a Hugging Face directory or file (the `visual.*` / `model.*` names that
+ * save_pretrained writes and the published checkpoints hold, or transformers 5.x's module names
+ * `model.visual.*` / `model.language_model.*`), F32/BF16/F16; missing or unexpected tensors are
+ * an error listing them. Save writes F32 model.safetensors (or shards above max_shard_bytes,
+ * 0 = one file) with save_pretrained's names, lm_head.weight omitted when tied as it does. */
 int qwen2vl_load_weights(qwen2vl_model *m, const char *path, adapt_error *err);
 int qwen2vl_save_weights(const qwen2vl_model *m, const char *dir, uint64_t max_shard_bytes,
                          adapt_error *err);

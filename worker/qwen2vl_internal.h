@@ -93,6 +93,7 @@ struct qwen2vl_model {
     qwen2vl_acts     a;
     /* the shape of the last forward pass */
     int              n_tokens;
+    int              n_seqs;
     int              n_patches;
     int              n_images;
     int              n_image_tokens;

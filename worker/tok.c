@@ -917,7 +917,7 @@ int32_t tok_pad_id(const tok_tokenizer *t) { return t->pad_id; }
  * full; bounded so a long run never grows memory. */
 #define CACHE_SLOTS     (1u << 16)
 #define CACHE_MAX_WORD  64
-#define CACHE_ARENA     (4u << 20)
+#define CACHE_ARENA     (1u << 20)
 
 typedef struct cache_slot {
     uint64_t hash;

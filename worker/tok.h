@@ -9,7 +9,11 @@
  * Pipeline of tok_encode, as tokenizers does it with add_special_tokens=False:
  *   added tokens with normalized=false split the raw text -> each remaining piece is normalized
  *   (NFC, by ICU) -> added tokens with normalized=true split it -> the Split regex (PCRE2,
- *   UTF+UCP, JIT) cuts words -> each word is BPE-merged over raw bytes (byte-level). */
+ *   UTF+UCP, JIT) cuts words -> each word is BPE-merged over raw bytes (byte-level).
+ *
+ * Known limit: the regex classes \p{L}, \p{N}, \s come from PCRE2's Unicode tables (14.0 in
+ * Debian 12's PCRE2 10.42) where tokenizers' Oniguruma has newer ones, so a character first
+ * assigned in Unicode 15.0 or later (rare scripts, CJK extension H) can split differently. */
 #ifndef ADAPT_TOK_H
 #define ADAPT_TOK_H
 

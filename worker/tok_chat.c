@@ -185,7 +185,7 @@ static int render_turn(chat_builder *b, const chat_layout *L, const tok_chat_mes
 /* Every special token the layout writes must be one of the tokenizer's, or the rendering would
  * silently spell it out as plain text. */
 static int check_layout(const tok_tokenizer *tok, const chat_layout *L, const tok_chat_options *opt,
-                        int32_t *pad_id, adapt_error *err)
+                        bool has_images, int32_t *pad_id, adapt_error *err)
 {
     const char *need[] = {L->head_open, L->image_open, L->image_close, L->image_pad,
                           L->turn_end[0] == '<' ? L->turn_end : NULL};
@@ -203,7 +203,7 @@ static int check_layout(const tok_tokenizer *tok, const chat_layout *L, const to
         return adapt_fail(err, ADAPT_EINVAL, "chat: tokenizer_config.json has no bos_token, which "
                           "this chat family starts with");
     *pad_id = L->image_pad ? tok_token_id(tok, L->image_pad) : opt->image_token_id;
-    if (*pad_id < 0)
+    if (has_images && *pad_id < 0)
         return adapt_fail(err, ADAPT_EINVAL, "chat: no image placeholder id (set image_token_id)");
     return ADAPT_OK;
 }
@@ -239,10 +239,13 @@ int tok_chat_render(tok_encoder *enc, const tok_tokenizer *tok, const tok_chat_m
         return adapt_fail(err, ADAPT_EINVAL, "chat: unknown family %d", (int)opt->family);
     const chat_layout *L = &layouts[opt->family];
     int32_t pad_id = -1;
-    if (check_layout(tok, L, opt, &pad_id, err)) return err->code;
-    for (size_t i = 0; i < n_msgs; i++)
+    bool has_images = false;
+    for (size_t i = 0; i < n_msgs; i++) {
         if (!msgs[i].role || !msgs[i].role[0])
             return adapt_fail(err, ADAPT_EINVAL, "chat message %zu: no role", i);
+        for (size_t k = 0; k < msgs[i].n_parts; k++) has_images |= msgs[i].parts[k].n_image_tokens > 0;
+    }
+    if (check_layout(tok, L, opt, has_images, &pad_id, err)) return err->code;
     out->n = 0;
     out->n_images = 0;
     chat_builder b = {.enc = enc, .tok = tok, .out = out};

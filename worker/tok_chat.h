@@ -49,7 +49,8 @@ typedef struct tok_chat_options {
     const char *generation_role;    /* open a turn of this role at the end (NULL: none); the
                                        synthesizer prompt opens "user" */
     const char *default_system;     /* NULL: the family's default system prompt */
-    int32_t     image_token_id;     /* LLAVA_LLAMA_3: the model's image placeholder id */
+    int32_t     image_token_id;     /* LLAVA_LLAMA_3: the model's image placeholder id, needed
+                                       when a message holds an image */
 } tok_chat_options;
 
 typedef struct tok_chat_image {

@@ -1,7 +1,8 @@
 /* matmul_cpu: C = alpha op(A) op(B) + beta C, and the bias add / bias gradient of a Linear.
  *
  * Design: BLAS (OpenBLAS's sgemm/dgemm) when the build found one, because nothing hand-written
- * here beats it; otherwise a cache-blocked product in the Goto manner: per KC-deep slab, the
+ * here beats it, run single-threaded on each OpenMP thread's part of C (one thread pool for all
+ * ops, see mm_parallel); otherwise a cache-blocked product in the Goto manner: per KC-deep slab, the
  * KC x NC panel of B is packed into NR-wide slivers where it has to be (transposed, or a ragged
  * edge) and reused by every MC-row block of A, and a register-tiled MR x NR micro-kernel (GCC
  * vector extensions, cloned for AVX2+FMA) runs over them, reading A in place through strides.
@@ -144,10 +145,12 @@ static void mm_serial(const mm_shape *g)
 }
 
 /* The parallel product: C is cut into one part per thread (rows when C is tall, columns when it
- * is wide, e.g. the loss's 64-row chunks) and each thread runs the serial engine on its part,
- * packing its own B. One parallel region and no barrier inside: on a machine shared with other
- * work a descheduled thread then delays only its own part, not every slab of everyone's. */
-static void mm_parallel(const mm_shape *g)
+ * is wide, e.g. the loss's 64-row chunks) and each thread runs a serial engine on its part (the
+ * blocked one, or single-threaded BLAS). One parallel region and no barrier inside: on a machine
+ * shared with other work a descheduled thread then delays only its own part, not every slab of
+ * everyone's, and BLAS runs on the same OpenMP threads as every other op instead of a second
+ * pool of spinning threads competing with them for the cores. */
+static void mm_parallel(const mm_shape *g, void (*engine)(const mm_shape *))
 {
 #ifdef _OPENMP
 #pragma omp parallel if ((double)g->m * g->n * g->k > 131072.0)
@@ -166,20 +169,36 @@ static void mm_parallel(const mm_shape *g)
                 part.b += g->trans_b ? (size_t)lo * g->ldb : (size_t)lo;
                 part.n = hi - lo;
             }
-            mm_serial(&part);
+            engine(&part);
         }
     }
 #else
-    mm_serial(g);
+    engine(g);
 #endif
 }
+
+#if ADAPT_HAVE_BLAS
+/* one part through BLAS, on the calling thread (matmul keeps OpenBLAS single-threaded) */
+static void mm_blas(const mm_shape *g)
+{
+    enum CBLAS_TRANSPOSE ta = g->trans_a ? CblasTrans : CblasNoTrans;
+    enum CBLAS_TRANSPOSE tb = g->trans_b ? CblasTrans : CblasNoTrans;
+#ifdef ADAPT_CPU_F64
+    cblas_dgemm(CblasRowMajor, ta, tb, g->m, g->n, g->k, g->alpha, g->a, g->lda, g->b, g->ldb,
+                g->beta, g->c, g->ldc);
+#else
+    cblas_sgemm(CblasRowMajor, ta, tb, g->m, g->n, g->k, g->alpha, g->a, g->lda, g->b, g->ldb,
+                g->beta, g->c, g->ldc);
+#endif
+}
+#endif
 
 static void mm_blocked(real *c, const real *a, const real *b, int m, int n, int k, int trans_a,
                        int trans_b, int lda, int ldb, int ldc, real alpha, real beta, int parallel)
 {
     if (m <= 0 || n <= 0) return;
     mm_shape g = {c, a, b, m, n, k, trans_a, trans_b, lda, ldb, ldc, alpha, beta};
-    if (parallel) mm_parallel(&g);
+    if (parallel) mm_parallel(&g, mm_serial);
     else mm_serial(&g);
 }
 
@@ -201,15 +220,15 @@ void CPU_FN(matmul)(real *c, const real *a, const real *b, int m, int n, int k, 
                     int trans_b, int lda, int ldb, int ldc, real alpha, real beta)
 {
 #if ADAPT_HAVE_BLAS
-    /* tiny products are cheaper without BLAS's thread hand-off */
+    /* tiny products are cheaper in the blocked engine than through BLAS's call overhead */
     if ((double)m * n * k >= 32768.0 && m > 0 && n > 0) {
-        enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
-        enum CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
-#ifdef ADAPT_CPU_F64
-        cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-#else
-        cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-#endif
+        /* the parts run on OpenMP threads, so OpenBLAS must not start threads of its own: that
+         * would put two spinning pools on the same cores (measurably slower on 2 cores, where
+         * BLAS calls alternate with OpenMP ops all through a step). Process-wide, but BLAS is
+         * only ever called from here. */
+        if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+        mm_shape g = {c, a, b, m, n, k, trans_a, trans_b, lda, ldb, ldc, alpha, beta};
+        mm_parallel(&g, mm_blas);
         return;
     }
 #endif

@@ -1,11 +1,15 @@
 /* fuzz_tok: libFuzzer harness of the tokenizer — random bytes (invalid UTF-8 included) into
  * encode, random ids into decode, random conversations into chat rendering, on both real
  * tokenizers. Invariants beyond "no crash, no hang": encode refuses exactly the invalid UTF-8,
- * the token offsets rise to the text's end, and decoding the ids of a text that NFC leaves alone
- * gives the text back.
+ * the token offsets rise to the text's end, and with Llama 3 (no normalizer) decoding the ids
+ * gives the text back byte for byte.
  *
- *   ADAPT_FUZZ_TOKENIZERS=../shared/fixtures/tokenizers fuzz_tok CORPUS_DIR
- * (the directory holds qwen3/ and llama3/; the default is that path, from the repository root). */
+ * Build and run (see meson.build here for the build dir):
+ *   ninja -C build-fuzz tests/fuzz/fuzz_tok
+ *   ADAPT_FUZZ_TOKENIZERS=../shared/fixtures/tokenizers build-fuzz/tests/fuzz/fuzz_tok \
+ *       -max_total_time=600 -timeout=10 -max_len=65536 /tmp/fuzz-tok
+ * ADAPT_FUZZ_TOKENIZERS holds qwen3/ and llama3/; its default is that path, relative to the
+ * repository root. The first input byte picks the mode and the tokenizer. */
 #include "../../worker/tok.h"
 #include "../../worker/tok_chat.h"
 

@@ -229,8 +229,8 @@ typedef struct picture {
 } picture;
 
 /* Which shape a blob is, from how much of its box it fills and how long the box is; a triangle
- * and a star (both point up) differ also below the middle: a triangle's base is solid there,
- * a star has a notch between its two lower points. `colour` maps pixels to colours. */
+ * and a star (both point up) differ also at the bottom: a triangle's middle column reaches its
+ * base, a star's stops at the notch between its two lower points. `colour`: pixel colours. */
 static int blob_kind(const blob *b, const signed char *colour, int size)
 {
     int w = b->x1 - b->x0 + 1, h = b->y1 - b->y0 + 1;
@@ -239,10 +239,11 @@ static int blob_kind(const blob *b, const signed char *colour, int size)
     if (aspect > 1.3) return fill > 0.88 ? K_RECTANGLE : K_ELLIPSE;
     if (fill > 0.88) return K_SQUARE;
     if (fill > 0.64) return K_CIRCLE;
-    int notch_y = b->y1 - h / 8, mid_x = (b->x0 + b->x1) / 2;
-    int solid = colour[(size_t)notch_y * size + mid_x] == b->colour;
-    if (fill > 0.43 && solid) return K_TRIANGLE;
-    if (fill < 0.43 && !solid) return K_STAR;
+    int mid = (b->x0 + b->x1) / 2, y = b->y1;
+    while (y > b->y0 && colour[(size_t)y * size + mid] != b->colour) y--;
+    int notch = b->y1 - y >= 2;   /* the middle column stops short of the bottom */
+    if (!notch && fill > 0.40) return K_TRIANGLE;   /* 0.5 when large */
+    if (notch && fill < 0.50) return K_STAR;        /* 0.34 when large, more when small */
     return -1;   /* neither: a shape this file cannot name */
 }
 
@@ -298,8 +299,9 @@ static void picture_analyse(const uint8_t *rgb, int size, picture *pic)
         blob b = blob_grow(colour, seen, stack, size, (int)start);
         if (b.pixels < 24) continue;
         b.kind = blob_kind(&b, colour, size);
-        CHECK_MSG(b.kind >= 0, "a %s blob of %ld pixels that is no known shape",
-                  colour_words[b.colour], b.pixels);
+        CHECK_MSG(b.kind >= 0, "a %s blob of %ld pixels in a %dx%d box at (%d, %d) that is no "
+                  "known shape", colour_words[b.colour], b.pixels, b.x1 - b.x0 + 1, b.y1 - b.y0 + 1,
+                  b.x0, b.y0);
         CHECK_MSG(pic->n < 32, "more blobs than any scene has");
         if (pic->n < 32) pic->blobs[pic->n++] = b;
     }
@@ -457,6 +459,8 @@ static void caption_check_places(const char *caption, const picture *pic, const 
     rest += strlen(" background; ");
     char w[4][WORD_MAX];
     const blob *big = picture_largest(pic);
+    CHECK_MSG(big != NULL, "%s: no shape in the pixels: %s", name, caption);
+    if (!big) return;
     int one = pic->n == 1;
     const char *pattern = one ? "the %w %w is " : "the largest shape is %w %w %w ";
     char head[128];
@@ -616,7 +620,8 @@ static int qa_check_attributes(const char *q, const char *a, const picture *pic,
         return 1;
     }
     if (match(q, "Are all the shapes the same colour?", w) == 0) {
-        CHECK_MSG(!strcmp(a, yes_no(picture_count(pic, pic->blobs[0].colour, -1) == pic->n)),
+        CHECK_MSG(pic->n > 0 && !strcmp(a, yes_no(picture_count(pic, pic->blobs[0].colour, -1) ==
+                                                  pic->n)),
                   "%s: '%s' -> '%s'", name, q, a);
         return 1;
     }

@@ -208,6 +208,10 @@ static void test_chat_llava(const tok_tokenizer *tok, tok_encoder *enc)
     CHECK(answer_end > 0 && first_trained == answer_end + 1);
     for (size_t i = first_trained; i < chat.n; i++) CHECK(chat.mask[i] == 1);
     CHECK(chat.ids[chat.n - 1] == eot);
+    /* text only: no image placeholder id needed */
+    tok_chat_options text_only = {TOK_CHAT_LLAVA_LLAMA_3, TOK_CHAT_MASK_ASSISTANT, "assistant", NULL, -1};
+    CHECK_MSG(tok_chat_render(enc, tok, msgs + 2, 2, &text_only, &chat, &err) == 0, "%s", err.message);
+    CHECK(chat.n_images == 0 && chat.n > 0);
     /* a tokenizer without the family's tokens is refused, not spelled out */
     tok_chat_options q = {TOK_CHAT_QWEN2_VL, TOK_CHAT_MASK_ASSISTANT, NULL, NULL, -1};
     CHECK(tok_chat_render(enc, tok, msgs, 4, &q, &chat, &err) == ADAPT_EINVAL);

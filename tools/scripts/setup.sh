@@ -13,7 +13,7 @@ debian_packages=(
   meson ninja-build pkg-config gcc clang libclang-rt-14-dev
   protobuf-c-compiler libprotobuf-c-dev libzstd-dev libuv1-dev libcjson-dev libsqlite3-dev
   libjpeg62-turbo-dev libturbojpeg0-dev libpng-dev libpcre2-dev libyaml-dev
-  libopenblas-dev libopenmpi-dev openmpi-bin node-llhttp
+  libicu-dev libopenblas-dev libopenmpi-dev openmpi-bin node-llhttp
 )
 
 missing=()

@@ -1,0 +1,174 @@
+/* qwen2vl_step: one packed batch through the model: its checks and index planning, the forward
+ * pass, the loss, the backward pass and the logits.
+ *
+ * The one idea: everything derived from the batch's integers (M-RoPE ids, vision (h, w) ids,
+ * per-image and per-sequence segment bounds, image-token rows, shifted labels) is computed once
+ * into the planned int buffers before any float work, and every inconsistency of the batch is
+ * refused there, so the float passes below run with no checks and no allocation. */
+#include "qwen2vl_internal.h"
+
+#include <string.h>
+
+static int batch_check_shape(const qwen2vl_model *m, const qwen2vl_batch *b, adapt_error *err)
+{
+    const qwen2vl_budget *bud = &m->budget;
+    if (b->n_tokens < 1 || b->n_tokens > bud->max_tokens)
+        return adapt_fail(err, ADAPT_ERANGE, "qwen2vl: batch of %d tokens, budget is 1..%d",
+                          b->n_tokens, bud->max_tokens);
+    if (b->n_seqs < 1 || b->n_seqs > bud->max_seqs)
+        return adapt_fail(err, ADAPT_ERANGE, "qwen2vl: batch of %d sequences, budget is 1..%d",
+                          b->n_seqs, bud->max_seqs);
+    if (b->n_images < 0 || b->n_images > bud->max_images)
+        return adapt_fail(err, ADAPT_ERANGE, "qwen2vl: batch of %d images, budget is 0..%d",
+                          b->n_images, bud->max_images);
+    if (b->cu_seqlens[0] != 0 || b->cu_seqlens[b->n_seqs] != b->n_tokens)
+        return adapt_fail(err, ADAPT_EINVAL, "qwen2vl: cu_seqlens must run from 0 to n_tokens %d",
+                          b->n_tokens);
+    for (int s = 0; s < b->n_seqs; s++)
+        if (b->cu_seqlens[s + 1] <= b->cu_seqlens[s])
+            return adapt_fail(err, ADAPT_EINVAL, "qwen2vl: sequence %d of the batch is empty", s);
+    int V = m->cfg.text.vocab_size;
+    for (int t = 0; t < b->n_tokens; t++) {
+        if (b->input_ids[t] < 0 || b->input_ids[t] >= V)
+            return adapt_fail(err, ADAPT_ERANGE, "qwen2vl: input_ids[%d] = %d outside [0, %d)", t,
+                              b->input_ids[t], V);
+        if (b->labels && b->labels[t] != OPS_LABEL_IGNORE && (b->labels[t] < 0 || b->labels[t] >= V))
+            return adapt_fail(err, ADAPT_ERANGE, "qwen2vl: labels[%d] = %d outside [0, %d)", t,
+                              b->labels[t], V);
+    }
+    return 0;
+}
+
+/* Vision: (h, w) of every patch in the merge-major order, and one attention segment per image. */
+static int batch_plan_vision(qwen2vl_model *m, const qwen2vl_batch *b, adapt_error *err)
+{
+    int ms = m->cfg.vision.spatial_merge_size;
+    long n = 0;
+    for (int i = 0; i < b->n_images; i++) {
+        const int *g = b->image_grid_thw + 3 * i;
+        if (g[0] != 1)
+            return adapt_fail(err, ADAPT_EUNSUPPORTED,
+                              "qwen2vl: image %d has grid_t %d; only still images (grid_t 1) are "
+                              "implemented", i, g[0]);
+        if (g[1] < ms || g[2] < ms || g[1] % ms || g[2] % ms)
+            return adapt_fail(err, ADAPT_EINVAL,
+                              "qwen2vl: image %d grid %dx%d is not a multiple of the merge size %d",
+                              i, g[1], g[2], ms);
+        n += (long)g[1] * g[2];
+    }
+    if (n > m->budget.max_patches)
+        return adapt_fail(err, ADAPT_ERANGE, "qwen2vl: %ld image patches, budget is %d", n,
+                          m->budget.max_patches);
+    int N = (int)n, j = 0;
+    int *ph = m->a.v_pos, *pw = m->a.v_pos + N;
+    m->a.v_cu[0] = 0;
+    for (int i = 0; i < b->n_images; i++) {
+        int gh = b->image_grid_thw[3 * i + 1], gw = b->image_grid_thw[3 * i + 2];
+        for (int hb = 0; hb < gh / ms; hb++)
+            for (int wb = 0; wb < gw / ms; wb++)
+                for (int r = 0; r < ms; r++)
+                    for (int c = 0; c < ms; c++, j++) {
+                        ph[j] = hb * ms + r;
+                        pw[j] = wb * ms + c;
+                    }
+        m->a.v_cu[i + 1] = j;
+    }
+    m->n_patches = N;
+    m->n_images = b->n_images;
+    return 0;
+}
+
+/* Text: M-RoPE ids per sequence, the image-token rows, labels shifted within each sequence. */
+static int batch_plan_text(qwen2vl_model *m, const qwen2vl_batch *b, adapt_error *err)
+{
+    int T = b->n_tokens, img = m->cfg.image_token_id, cursor = 0;
+    memcpy(m->a.cu, b->cu_seqlens, sizeof(int) * (size_t)(b->n_seqs + 1));
+    for (int s = 0; s < b->n_seqs; s++) {
+        int s0 = b->cu_seqlens[s], len = b->cu_seqlens[s + 1] - s0;
+        int rc = qwen2vl_rope_index(b->input_ids + s0, len, img, m->cfg.vision.spatial_merge_size,
+                                    b->image_grid_thw, b->n_images, &cursor, m->a.pos + s0, T, err);
+        if (rc) return adapt_error_prefix(err, "sequence %d: ", s);
+        for (int t = s0; t < s0 + len; t++)
+            m->a.targets[t] = (b->labels && t + 1 < s0 + len) ? b->labels[t + 1] : OPS_LABEL_IGNORE;
+    }
+    if (cursor != b->n_images)
+        return adapt_fail(err, ADAPT_EINVAL,
+                          "qwen2vl: %d images given but only %d <|image_pad|> runs in the batch",
+                          b->n_images, cursor);
+    int k = 0;
+    for (int t = 0; t < T; t++)
+        if (b->input_ids[t] == img) m->a.img_pos[k++] = t;
+    m->n_image_tokens = k;
+    m->n_tokens = T;
+    m->n_seqs = b->n_seqs;
+    return 0;
+}
+
+static int batch_plan(qwen2vl_model *m, const qwen2vl_batch *b, adapt_error *err)
+{
+    m->have_forward = 0;
+    int rc = batch_check_shape(m, b, err);
+    if (!rc) rc = batch_plan_vision(m, b, err);
+    if (!rc) rc = batch_plan_text(m, b, err);
+    return rc;
+}
+
+static void forward_passes(qwen2vl_model *m, const qwen2vl_batch *b)
+{
+    if (m->n_patches) qwen2vl_vision_forward(m, b->pixel_values);
+    qwen2vl_text_forward(m, b->input_ids);
+    m->have_forward = 1;
+}
+
+int qwen2vl_forward(qwen2vl_model *m, const qwen2vl_batch *b, float *loss, adapt_error *err)
+{
+    int rc = batch_plan(m, b, err);
+    if (rc) return rc;
+    forward_passes(m, b);
+    const model_config_text *t = &m->cfg.text;
+    if (loss) {
+        *loss = 0.0f;
+        if (b->labels)
+            m->ops->lmhead_xent_f32(loss, NULL, NULL, m->a.hf, m->w.lm_head, m->a.targets,
+                                    m->n_tokens, t->hidden_size, t->vocab_size, b->loss_normaliser,
+                                    m->a.loss_work, m->loss_work_len);
+    }
+    return 0;
+}
+
+int qwen2vl_forward_backward(qwen2vl_model *m, const qwen2vl_batch *b, float *loss,
+                             adapt_error *err)
+{
+    if (!b->labels) return adapt_fail(err, ADAPT_EINVAL, "qwen2vl: a backward pass needs labels");
+    int rc = batch_plan(m, b, err);
+    if (rc) return rc;
+    forward_passes(m, b);
+    const ops_table *ops = m->ops;
+    const model_config_text *t = &m->cfg.text;
+    qwen2vl_acts *a = &m->a;
+    size_t TD = (size_t)m->n_tokens * t->hidden_size;
+    float *dhf = a->d_ln;  /* free until the layers' backward, which runs after the final norm's */
+    ops->fill_f32(dhf, 0.0f, TD);
+    float l = 0.0f;
+    ops->lmhead_xent_f32(&l, dhf, m->g.lm_head, a->hf, m->w.lm_head, a->targets, m->n_tokens,
+                         t->hidden_size, t->vocab_size, b->loss_normaliser, a->loss_work,
+                         m->loss_work_len);
+    if (loss) *loss = l;
+    qwen2vl_text_backward(m, b->input_ids, dhf);
+    if (m->n_patches) qwen2vl_vision_backward(m, b->pixel_values);
+    return 0;
+}
+
+int qwen2vl_logits(qwen2vl_model *m, int row0, int n_rows, float *logits, adapt_error *err)
+{
+    if (!m->have_forward)
+        return adapt_fail(err, ADAPT_EINVAL, "qwen2vl: logits need a forward pass first");
+    if (row0 < 0 || n_rows < 0 || row0 + n_rows > m->n_tokens)
+        return adapt_fail(err, ADAPT_ERANGE, "qwen2vl: logits rows [%d, %d) outside [0, %d)", row0,
+                          row0 + n_rows, m->n_tokens);
+    int D = m->cfg.text.hidden_size, V = m->cfg.text.vocab_size;
+    if (n_rows)
+        m->ops->matmul_f32(logits, m->a.hf + (size_t)row0 * D, m->w.lm_head, n_rows, V, D, 0, 1, D,
+                           D, V, 1.0f, 0.0f);
+    return 0;
+}

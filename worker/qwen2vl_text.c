@@ -1,0 +1,159 @@
+/* qwen2vl_text: the Qwen2 decoder of Qwen2-VL (token embedding with the image features scattered
+ * in, RMSNorm, GQA with Q/K/V biases and M-RoPE, causal attention per packed sequence, SwiGLU),
+ * forward and backward.
+ *
+ * The one idea: q, k and v of a layer are written side by side into one [T, Q + 2K] row (three
+ * products into column slices), so rotary and attention read them by stride and their gradients
+ * come back in the same shape with no split or concatenation. */
+#include "qwen2vl_internal.h"
+
+#include <math.h>
+
+typedef struct txt_dims {
+    int T, D, I, H, KV, hd, Q, K, W;
+} txt_dims;
+
+static txt_dims txt_dims_of(const qwen2vl_model *m)
+{
+    const model_config_text *t = &m->cfg.text;
+    txt_dims d = {
+        .T = m->n_tokens, .D = t->hidden_size, .I = t->intermediate_size,
+        .H = t->num_attention_heads, .KV = t->num_key_value_heads, .hd = t->head_dim,
+        .Q = t->num_attention_heads * t->head_dim, .K = t->num_key_value_heads * t->head_dim,
+    };
+    d.W = d.Q + 2 * d.K;
+    return d;
+}
+
+static ops_rope txt_rope(const qwen2vl_model *m)
+{
+    const model_config_text *t = &m->cfg.text;
+    ops_rope r = { .kind = OPS_ROPE_MROPE, .head_dim = t->head_dim, .theta = (float)t->rope_theta,
+                   .mrope_section = { t->mrope_section[0], t->mrope_section[1],
+                                      t->mrope_section[2] } };
+    return r;
+}
+
+static ops_attn txt_attn(const qwen2vl_model *m, const txt_dims *d, int n_seqs)
+{
+    int max_len = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        int len = m->a.cu[s + 1] - m->a.cu[s];
+        if (len > max_len) max_len = len;
+    }
+    ops_attn at = {
+        .cu_seqlens = m->a.cu, .num_seqs = n_seqs, .total_tokens = d->T, .max_seqlen = max_len,
+        .num_heads = d->H, .num_kv_heads = d->KV, .head_dim = d->hd,
+        .ldq = d->W, .ldk = d->W, .ldv = d->W, .ldo = d->Q,
+        .scale = 1.0f / sqrtf((float)d->hd), .causal = 1,
+    };
+    return at;
+}
+
+static void txt_layer_forward(qwen2vl_model *m, const txt_dims *d, int l, int n_seqs)
+{
+    const ops_table *ops = m->ops;
+    const qwen2vl_params *w = &m->w;
+    qwen2vl_acts *a = &m->a;
+    size_t T = d->T, D = d->D, I = d->I, Q = d->Q, K = d->K, W = d->W;
+    float eps = (float)m->cfg.text.rms_norm_eps;
+    const float *x = a->x + l * T * D;
+    float *ln1 = a->ln1 + l * T * D, *qkv = a->qkv + l * T * W, *att = a->att + l * T * Q;
+    float *mid = a->mid + l * T * D, *ln2 = a->ln2 + l * T * D, *gu = a->gu + l * T * 2 * I;
+    float *act = a->act + l * T * I, *out = a->x + (l + 1) * T * D;
+
+    ops->rmsnorm_forward_f32(ln1, a->rstd1 + l * T, NULL, x, w->in_norm + l * D, d->T, d->D, eps);
+    qwen2vl_linear_forward(ops, qkv, ln1, w->q_w + l * Q * D, w->q_b + l * Q, d->T, d->D, d->Q, d->W);
+    qwen2vl_linear_forward(ops, qkv + Q, ln1, w->k_w + l * K * D, w->k_b + l * K, d->T, d->D, d->K,
+                           d->W);
+    qwen2vl_linear_forward(ops, qkv + Q + K, ln1, w->v_w + l * K * D, w->v_b + l * K, d->T, d->D,
+                           d->K, d->W);
+    ops_rope rope = txt_rope(m);
+    ops->rope_forward_f32(qkv, a->pos, d->T, d->H, d->W, &rope);
+    ops->rope_forward_f32(qkv + Q, a->pos, d->T, d->KV, d->W, &rope);
+    ops_attn at = txt_attn(m, d, n_seqs);
+    ops->attention_forward_f32(att, a->lse + l * T * d->H, qkv, qkv + Q, qkv + Q + K, &at);
+    qwen2vl_linear_forward(ops, mid, att, w->o_w + l * D * Q, NULL, d->T, d->Q, d->D, d->D);
+    ops->add_f32(mid, mid, x, T * D);
+    ops->rmsnorm_forward_f32(ln2, a->rstd2 + l * T, NULL, mid, w->post_norm + l * D, d->T, d->D, eps);
+    qwen2vl_linear_forward(ops, gu, ln2, w->gate_w + l * I * D, NULL, d->T, d->D, d->I, 2 * d->I);
+    qwen2vl_linear_forward(ops, gu + I, ln2, w->up_w + l * I * D, NULL, d->T, d->D, d->I, 2 * d->I);
+    ops->swiglu_forward_f32(act, gu, gu + I, d->T, d->I, 2 * d->I);
+    qwen2vl_linear_forward(ops, out, act, w->down_w + l * D * I, NULL, d->T, d->I, d->D, d->D);
+    ops->add_f32(out, out, mid, T * D);
+}
+
+void qwen2vl_text_forward(qwen2vl_model *m, const int *input_ids)
+{
+    const ops_table *ops = m->ops;
+    qwen2vl_acts *a = &m->a;
+    txt_dims d = txt_dims_of(m);
+    int n_seqs = m->n_seqs;
+    ops->embedding_forward_f32(a->x, m->w.embed, input_ids, d.T, d.D);
+    if (m->n_image_tokens)
+        ops->scatter_rows_forward_f32(a->x, a->m_out, a->img_pos, m->n_image_tokens, d.D);
+    int L = m->cfg.text.num_hidden_layers;
+    for (int l = 0; l < L; l++) txt_layer_forward(m, &d, l, n_seqs);
+    ops->rmsnorm_forward_f32(a->hf, a->rstdf, NULL, a->x + (size_t)L * d.T * d.D, m->w.norm, d.T,
+                             d.D, (float)m->cfg.text.rms_norm_eps);
+}
+
+/* d_res holds d(layer output) on entry and d(layer input) on return. */
+static void txt_layer_backward(qwen2vl_model *m, const txt_dims *d, int l, int n_seqs)
+{
+    const ops_table *ops = m->ops;
+    const qwen2vl_params *w = &m->w;
+    qwen2vl_params *g = &m->g;
+    qwen2vl_acts *a = &m->a;
+    size_t T = d->T, D = d->D, I = d->I, Q = d->Q, K = d->K, W = d->W;
+    const float *x = a->x + l * T * D, *ln1 = a->ln1 + l * T * D, *qkv = a->qkv + l * T * W;
+    const float *att = a->att + l * T * Q, *mid = a->mid + l * T * D, *ln2 = a->ln2 + l * T * D;
+    const float *gu = a->gu + l * T * 2 * I, *act = a->act + l * T * I;
+
+    qwen2vl_linear_backward(ops, a->d_act, g->down_w + l * D * I, NULL, a->d_res, act,
+                            w->down_w + l * D * I, d->T, d->I, d->D, d->D, 0.0f);
+    ops->fill_f32(a->d_gu, 0.0f, T * 2 * I);
+    ops->swiglu_backward_f32(a->d_gu, a->d_gu + I, a->d_act, gu, gu + I, d->T, d->I, 2 * d->I);
+    qwen2vl_linear_backward(ops, a->d_ln, g->gate_w + l * I * D, NULL, a->d_gu, ln2,
+                            w->gate_w + l * I * D, d->T, d->D, d->I, 2 * d->I, 0.0f);
+    qwen2vl_linear_backward(ops, a->d_ln, g->up_w + l * I * D, NULL, a->d_gu + I, ln2,
+                            w->up_w + l * I * D, d->T, d->D, d->I, 2 * d->I, 1.0f);
+    ops->rmsnorm_backward_f32(a->d_res, g->post_norm + l * D, a->d_ln, mid, w->post_norm + l * D,
+                              a->rstd2 + l * T, d->T, d->D);
+    qwen2vl_linear_backward(ops, a->d_att, g->o_w + l * D * Q, NULL, a->d_res, att,
+                            w->o_w + l * D * Q, d->T, d->Q, d->D, d->D, 0.0f);
+    ops->fill_f32(a->d_qkv, 0.0f, T * W);
+    ops_attn at = txt_attn(m, d, n_seqs);
+    ops->attention_backward_f32(a->d_qkv, a->d_qkv + Q, a->d_qkv + Q + K, a->d_att, qkv, qkv + Q,
+                                qkv + Q + K, att, a->lse + l * T * d->H, &at);
+    ops_rope rope = txt_rope(m);
+    ops->rope_backward_f32(a->d_qkv, a->pos, d->T, d->H, d->W, &rope);
+    ops->rope_backward_f32(a->d_qkv + Q, a->pos, d->T, d->KV, d->W, &rope);
+    qwen2vl_linear_backward(ops, a->d_ln, g->q_w + l * Q * D, g->q_b + l * Q, a->d_qkv, ln1,
+                            w->q_w + l * Q * D, d->T, d->D, d->Q, d->W, 0.0f);
+    qwen2vl_linear_backward(ops, a->d_ln, g->k_w + l * K * D, g->k_b + l * K, a->d_qkv + Q, ln1,
+                            w->k_w + l * K * D, d->T, d->D, d->K, d->W, 1.0f);
+    qwen2vl_linear_backward(ops, a->d_ln, g->v_w + l * K * D, g->v_b + l * K, a->d_qkv + Q + K,
+                            ln1, w->v_w + l * K * D, d->T, d->D, d->K, d->W, 1.0f);
+    ops->rmsnorm_backward_f32(a->d_res, g->in_norm + l * D, a->d_ln, x, w->in_norm + l * D,
+                              a->rstd1 + l * T, d->T, d->D);
+}
+
+void qwen2vl_text_backward(qwen2vl_model *m, const int *input_ids, const float *dhf)
+{
+    const ops_table *ops = m->ops;
+    qwen2vl_acts *a = &m->a;
+    txt_dims d = txt_dims_of(m);
+    int n_seqs = m->n_seqs;
+    int L = m->cfg.text.num_hidden_layers;
+    ops->fill_f32(a->d_res, 0.0f, (size_t)d.T * d.D);
+    ops->rmsnorm_backward_f32(a->d_res, m->g.norm, dhf, a->x + (size_t)L * d.T * d.D, m->w.norm,
+                              a->rstdf, d.T, d.D);
+    for (int l = L - 1; l >= 0; l--) txt_layer_backward(m, &d, l, n_seqs);
+    /* The image rows' gradient goes to the merger, and not on to the <|image_pad|> embedding. */
+    if (m->n_image_tokens) {
+        ops->fill_f32(a->dm_out, 0.0f, (size_t)m->n_image_tokens * d.D);
+        ops->scatter_rows_backward_f32(a->dm_out, a->d_res, a->img_pos, m->n_image_tokens, d.D);
+    }
+    ops->embedding_backward_f32(m->g.embed, a->d_res, input_ids, d.T, d.D);
+}
