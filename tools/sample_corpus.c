@@ -443,9 +443,11 @@ static int scene_place(samplegen_scene *s, rng *r)
 
 static void scene_layout(samplegen_scene *s, rng *r)
 {
+    /* Shrink the shapes on each failed layout; after a dozen, the scene is too crowded for its
+     * image (small sides): drop a shape and start again from full size. */
     for (int attempt = 0;; attempt++) {
-        if (attempt > 0 && attempt % 40 == 0) scene_drop_shape(s);
-        scene_draw_sizes(s, r, pow(0.93, attempt % 40));
+        if (attempt > 0 && attempt % 12 == 0) scene_drop_shape(s);
+        scene_draw_sizes(s, r, pow(0.9, attempt % 12));
         if (scene_place(s, r)) break;
     }
     int second;

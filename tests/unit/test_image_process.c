@@ -274,13 +274,9 @@ static void reference_image(const char *name, const char *kind, int iw, int ih, 
 
 static int reference_main(const char *script, const char *python_default)
 {
-    const char *python = getenv("ADAPT_TEST_PYTHON");
-    if (!python || !*python) python = python_default;
-    if (access(python, X_OK) != 0) {
-        const char *ci = getenv("CI");
-        fprintf(stderr, "reference python %s is missing (make the venv from tests/requirements.txt)\n", python);
-        return ci && strcmp(ci, "true") == 0 ? 1 : 77;
-    }
+    int missing_code;
+    const char *python = check_reference_python(python_default, &missing_code);
+    if (!python) return missing_code;
     if (!mkdtemp(ref_dir)) return 1;
     char cmd[2048], path[512], line[512];
     snprintf(cmd, sizeof cmd, "'%s' '%s' '%s'", python, script, ref_dir);

@@ -282,13 +282,9 @@ static int field_matches(const model_config *c, const char *key, const char *val
 
 static int reference_main(const char *script, const char *python_default)
 {
-    const char *python = getenv("ADAPT_TEST_PYTHON");
-    if (!python || !*python) python = python_default;
-    if (access(python, X_OK) != 0) {
-        const char *ci = getenv("CI");
-        fprintf(stderr, "reference python %s is missing (make the venv from tests/requirements.txt)\n", python);
-        return ci && strcmp(ci, "true") == 0 ? 1 : 77;
-    }
+    int missing_code;
+    const char *python = check_reference_python(python_default, &missing_code);
+    if (!python) return missing_code;
     char dir[] = "/tmp/adapt-mc-XXXXXX", cmd[2048], path[512], line[512];
     if (!mkdtemp(dir)) return 1;
     snprintf(cmd, sizeof cmd, "'%s' '%s' '%s'", python, script, dir);

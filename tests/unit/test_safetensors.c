@@ -659,13 +659,9 @@ static void reference_write(void)
 
 static int reference_main(const char *script, const char *python_default)
 {
-    const char *python = getenv("ADAPT_TEST_PYTHON");
-    if (!python || !*python) python = python_default;
-    if (access(python, X_OK) != 0) {
-        const char *ci = getenv("CI");
-        fprintf(stderr, "reference python %s is missing (make the venv from tests/requirements.txt)\n", python);
-        return ci && strcmp(ci, "true") == 0 ? 1 : 77;
-    }
+    int missing_code;
+    const char *python = check_reference_python(python_default, &missing_code);
+    if (!python) return missing_code;
     CHECK(python_run(python, script, "make") == 0);
     reference_read_and_rewrite();
     reference_write();
@@ -687,9 +683,9 @@ int main(int argc, char **argv)
     if (argc == 4 && strcmp(argv[1], "--reference") == 0) {
         rc = reference_main(argv[2], argv[3]);
         if (rc == -1) {
-            const char *python = getenv("ADAPT_TEST_PYTHON");
-            if (!python || !*python) python = argv[3];
-            CHECK_MSG(python_run(python, argv[2], "check") == 0, "the reference rejected adaptd's files");
+            int missing_code;
+            const char *python = check_reference_python(argv[3], &missing_code);
+            CHECK_MSG(python && python_run(python, argv[2], "check") == 0, "the reference rejected adaptd's files");
             rc = check_report("safetensors (reference)");
         }
     } else {
