@@ -610,7 +610,7 @@ static int load_merges(tok_tokenizer *t, const cJSON *merges, const char *path, 
         uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
         size_t i = hash_pair(key) & t->merge_mask;
         while (t->merge_keys[i] != UINT64_MAX && t->merge_keys[i] != key) i = (i + 1) & t->merge_mask;
-        if (t->merge_keys[i] == key) continue;   /* a repeated merge keeps its first rank */
+        /* a repeated merge takes its last rank, as tokenizers' map of merges does */
         t->merge_keys[i] = key;
         t->merge_rank[i] = rank;
         t->merge_new[i] = merged;
