@@ -131,10 +131,11 @@ static void import_print_summary(const import_options *opt, const import_stats *
 {
     double mb = (double)st->image_bytes / 1e6;
     double secs = st->seconds > 0 ? st->seconds : 1e-9;
-    printf("imported %llu of %llu records from %zu file%s into %s: %.1f MB of images in %.2f s "
-           "(%.0f samples/s, %.1f MB/s, %d jobs, validate %s)\n",
+    printf("imported %llu of %llu records from %zu file%s (%.1f MB) into %s: %.1f MB of images "
+           "in %.2f s (%.0f samples/s, %.1f MB/s, %d jobs, validate %s)\n",
            (unsigned long long)st->records_written, (unsigned long long)st->records_read,
-           opt->n_inputs, opt->n_inputs == 1 ? "" : "s", opt->out_dir, mb, st->seconds,
+           opt->n_inputs, opt->n_inputs == 1 ? "" : "s", (double)st->source_bytes / 1e6,
+           opt->out_dir, mb, st->seconds,
            (double)st->records_written / secs, mb / secs, opt->jobs,
            opt->validate_full ? "full" : "header");
     if (!opt->skip_bad) return;

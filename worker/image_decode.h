@@ -50,7 +50,9 @@ int imgdec_decoder_probe(imgdec_decoder *d, const uint8_t *bytes, size_t len, im
 
 /* Probes, and when full is non-zero also decodes every scanline (without keeping the pixels),
  * failing on any error or warning of the codec: truncation, a bad Huffman code, a PNG CRC
- * mismatch, missing image data. info (may be NULL) receives what the header says. */
+ * mismatch, missing image data. A YCbCr or gray JPEG is decoded into its own planes with the
+ * fast integer IDCT (every block of every component, no upsampling or colour conversion); a PNG
+ * row by row, every interlace pass, through IEND. info (may be NULL) receives the header's data. */
 int imgdec_decoder_validate(imgdec_decoder *d, const uint8_t *bytes, size_t len, int full,
                             imgdec_info *info, adapt_error *err);
 

@@ -1,11 +1,10 @@
-/* qwen2vl: the model's layout, lifecycle and the forward / backward orchestration; see qwen2vl.h.
+/* qwen2vl: the parameter layout, lifecycle, activation plan and Linear helpers; see qwen2vl.h.
  *
  * The one idea: one table of fields (which params slot, which transformers name, which tower,
  * which shape, how many layers) drives everything that must agree on the layout: the offsets of
  * the pointer struct, the tensor names for load and save, the per-tower counts and the init. */
 #include "qwen2vl_internal.h"
 
-#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>

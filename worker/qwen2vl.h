@@ -158,8 +158,9 @@ int qwen2vl_rope_index(const int *ids, int n, int image_token_id, int spatial_me
                        const int *grid_thw, int n_images, int *image_cursor, int *pos, int ld_pos,
                        adapt_error *err);
 
-/* Bytes to train: fp32 weights + grads + two AdamW moments (16 B per parameter) plus the
- * activations the budget plans (see qwen2vl_activation_floats). */
+/* The 4-byte words (floats and ints) of the activations qwen2vl_create plans for budget: saved
+ * per-layer activations, backward scratch, the fused loss's scratch, index buffers. Training
+ * memory is then 16 B per parameter (fp32 weights, grads, two AdamW moments) + 4 B x this. */
 size_t qwen2vl_activation_floats(const model_config *cfg, const qwen2vl_budget *budget);
 
 #endif

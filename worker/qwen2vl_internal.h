@@ -118,7 +118,9 @@ void qwen2vl_vision_forward(qwen2vl_model *m, const float *pixel_values);
 void qwen2vl_vision_backward(qwen2vl_model *m, const float *pixel_values);
 /* Decoder: embeddings (image features scattered in), layers, final norm into a.hf. */
 void qwen2vl_text_forward(qwen2vl_model *m, const int *input_ids);
-/* From a.d_res = d hf's pre-norm input ... down to the embeddings; fills a.dm_out. */
+/* From dhf (the gradient of the final norm's output, [T, D]) down to the embeddings; fills
+ * a.dm_out with the image features' gradient. dhf may be a.d_ln: the final norm reads it before
+ * the layers reuse that buffer. */
 void qwen2vl_text_backward(qwen2vl_model *m, const int *input_ids, const float *dhf);
 
 #endif

@@ -157,6 +157,7 @@ void qwen2vl_vision_backward(qwen2vl_model *m, const float *pixel_values)
                             d.G, d.C, d.C, d.C, 0.0f);
     const float *xl = a->v_x + (size_t)m->cfg.vision.depth * d.N * d.E;
     ops->fill_f32(a->dv_res, 0.0f, (size_t)d.N * d.E);
+    if (merger_frozen) ops->fill_f32(a->d_sink, 0.0f, 2 * (size_t)d.E);
     ops->layernorm_backward_f32(a->dv_res, merger_frozen ? a->d_sink : g->m_ln_w,
                                 merger_frozen ? a->d_sink + d.E : g->m_ln_b, a->dv_ln, xl,
                                 m->w.m_ln_w, a->m_mean, a->m_rstd, d.N, d.E);

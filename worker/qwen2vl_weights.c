@@ -144,5 +144,6 @@ void qwen2vl_init_weights(qwen2vl_model *m, uint64_t seed)
     }
     /* nn.Embedding(padding_idx = pad_token_id) starts with that row at zero. */
     int pad = m->cfg.text.pad_token_id, D = m->cfg.text.hidden_size;
-    if (pad >= 0 && pad < m->cfg.text.vocab_size) memset(m->w.embed + (size_t)pad * D, 0, sizeof(float) * D);
+    if (pad >= 0 && pad < m->cfg.text.vocab_size)
+        memset(m->w.embed + (size_t)pad * D, 0, sizeof(float) * D);
 }

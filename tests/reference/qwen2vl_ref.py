@@ -8,10 +8,11 @@ OUT_DIR/<variant>/ref.safetensors the inputs in adaptd's packed form, the logits
 masked cross-entropy summed over all samples and divided by the global count of scored tokens)
 and the gradient of every parameter. It also writes OUT_DIR/rope.safetensors: get_rope_index on
 several layouts. Integers are stored as F32 (exact at these sizes), adaptd reads only floats.
-Usage: qwen2vl_ref.py --init ADAPTCTL  the `adaptctl model init` / `model info` test:
-for tiny configs (tied, untied) adaptctl writes a model that transformers must load with every
-tensor unchanged and with transformers' initialisation statistics; `model info`'s parameter counts
-per tower must equal transformers' on those and on the Qwen2-VL-2B shape.
+Usage: qwen2vl_ref.py --init ADAPTCTL [TOKENIZER_DIR]  the `adaptctl model init` / `model info`
+test: for tiny configs (tied, untied) adaptctl writes a model that transformers must load with
+every tensor unchanged and with transformers' initialisation statistics (and, given a tokenizer,
+one AutoTokenizer loads from the model directory); `model info`'s parameter counts per tower must
+equal transformers' on those and on the Qwen2-VL-2B shape.
 """
 import os
 import re
@@ -19,7 +20,12 @@ import subprocess
 import sys
 import tempfile
 
-import torch
+try:
+    import torch
+except ImportError:  # a venv made before torch joined tests/requirements.txt
+    print("torch is missing from the reference venv (remake it from tests/requirements.txt)",
+          file=sys.stderr)
+    sys.exit(1 if os.environ.get("CI") == "true" else 77)
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
@@ -208,7 +214,7 @@ def tower_counts(config):
     return counts
 
 
-def check_init_and_info(adaptctl, work):
+def check_init_and_info(adaptctl, work, tokenizer):
     configs = {"tied": tiny_config(True), "untied": tiny_config(False), "2b": qwen2_vl_2b_config()}
     for name, config in configs.items():
         cfg_dir = os.path.join(work, "config_" + name)
@@ -224,16 +230,22 @@ def check_init_and_info(adaptctl, work):
         if name == "2b":
             continue
         out = os.path.join(work, "init_" + name)
+        extra = ["--tokenizer", tokenizer] if tokenizer else []
         subprocess.run([adaptctl, "model", "init", "--config", os.path.join(cfg_dir, "config.json"),
-                        "--out", out, "--seed", "5"], check=True)
+                        "--out", out, "--seed", "5"] + extra, check=True)
         check_load(out)
+        if tokenizer:
+            from transformers import AutoTokenizer
+            want = AutoTokenizer.from_pretrained(tokenizer)("a photo of a cat").input_ids
+            got = AutoTokenizer.from_pretrained(out)("a photo of a cat").input_ids
+            assert got == want, "the tokenizer copied by model init encodes differently"
 
 
 def main():
     torch.set_num_threads(2)
-    if len(sys.argv) == 3 and sys.argv[1] == "--init":
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "--init":
         with tempfile.TemporaryDirectory(prefix="adapt-q2vl-init-") as work:
-            check_init_and_info(sys.argv[2], work)
+            check_init_and_info(sys.argv[2], work, sys.argv[3] if len(sys.argv) == 4 else None)
         return
     out_dir = sys.argv[1]
     run_variant(os.path.join(out_dir, "tied"), True)

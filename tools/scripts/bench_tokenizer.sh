@@ -3,11 +3,11 @@
 # Hugging Face `tokenizers` (RAYON_NUM_THREADS=1), both tokenizers, on the ≥ 2 MB reference text
 # of tests/reference/tok_text.py, in one run on one machine.
 #
-#   tools/bench_tokenizer.sh [BUILD_DIR] [FIXTURES_DIR]
+#   tools/scripts/bench_tokenizer.sh [BUILD_DIR] [FIXTURES_DIR]
 # BUILD_DIR defaults to build, FIXTURES_DIR to ../shared/fixtures; the Python is
 # $ADAPT_TEST_PYTHON or .venv/bin/python. Each side is timed three times; the best run counts.
 set -eu
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$root/build}
 fixtures=${2:-$root/../shared/fixtures}
 py=${ADAPT_TEST_PYTHON:-$root/.venv/bin/python}
