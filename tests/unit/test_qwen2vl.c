@@ -3,10 +3,9 @@
  * Without arguments (suite unit): the parameter layout's names and counts, get_rope_index on
  * hand-worked layouts and its refusals, init's scheme, save -> load bit-exact through the model's
  * own writer and reader (F32, one file and shards; save_pretrained's names and transformers 5.x's
- * module names), batch refusals, that a forward-backward
- * pass is deterministic, its gradients accumulate, micro-batches sharing the global normaliser add
- * up to the packed batch, the freeze switches hold, and a finite-difference check of the gradient
- * of each tower.
+ * module names), batch refusals, that a forward-backward pass is deterministic, its gradients
+ * accumulate, micro-batches sharing the global normaliser add up to the packed batch, the freeze
+ * switches hold, and a finite-difference check of the gradient of each tower.
  *
  * With `--reference SCRIPT PYTHON` (suite reference): transformers' Qwen2VLForConditionalGeneration
  * is the reference (tests/reference/qwen2vl_ref.py). A tiny model with random weights written by
