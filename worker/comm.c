@@ -1,0 +1,266 @@
+/* comm: MPI when a launcher started us, a world of one otherwise; see comm.h.
+ *
+ * MPI calls return their codes (MPI_ERRORS_RETURN on the world communicator) and every one goes
+ * through comm_mpi_check, which names the call and the MPI error string: a failed collective is
+ * an adapt_error like any other, not an abort inside the library. */
+#include "comm.h"
+
+#include "adapt_config.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if ADAPT_HAVE_MPI
+#include <mpi.h>
+#endif
+
+struct comm {
+    int rank, world, local_rank;
+    int mpi;           /* MPI is in use */
+    int mpi_owned;     /* we called MPI_Init and must finalise */
+#if ADAPT_HAVE_MPI
+    MPI_Request *pending;   /* started buckets */
+    size_t       n_pending, cap_pending;
+#endif
+};
+
+/* A positive integer from the environment, or -1. */
+static long comm_env_long(const char *name)
+{
+    const char *s = getenv(name);
+    if (!s || !*s) return -1;
+    char *end;
+    long v = strtol(s, &end, 10);
+    return *end || v < 0 ? -1 : v;
+}
+
+int comm_env_launched_tasks(void)
+{
+    /* SLURM_NTASKS is left out on purpose: a batch script of an --ntasks=4 allocation has it
+     * too, and there the worker started by hand is one process, not one of four. */
+    static const char *const vars[] = { "OMPI_COMM_WORLD_SIZE", "PMI_SIZE",
+                                        "SLURM_STEP_NUM_TASKS" };
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        long v = comm_env_long(vars[i]);
+        if (v > 0) return v > INT_MAX ? INT_MAX : (int)v;
+    }
+    /* PMIx alone (Open MPI 5's prun, srun --mpi=pmix) says we were launched, not how many. */
+    return comm_env_long("PMIX_RANK") >= 0 || comm_env_long("PMI_RANK") >= 0 ? 1 : 0;
+}
+
+#if ADAPT_HAVE_MPI
+/* Whether an MPI launcher (not merely Slurm) started this process: then MPI_Init finds its
+ * peers. A one-task srun step without PMI stays a plain process. */
+static int comm_env_mpi_launched(void)
+{
+    static const char *const vars[] = { "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK",
+                                        "PMIX_RANK" };
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
+        if (comm_env_long(vars[i]) >= 0) return 1;
+    return comm_env_launched_tasks() > 1;
+}
+#endif
+
+int comm_env_local_rank(void)
+{
+    long v = comm_env_long("OMPI_COMM_WORLD_LOCAL_RANK");
+    if (v < 0) v = comm_env_long("SLURM_LOCALID");
+    return v > INT_MAX ? -1 : (int)v;
+}
+
+/* Under MPI the launcher's count must be MPI's; srun without MPI (SLURM_NTASKS=1) is fine. */
+static int comm_check_world(comm *c, int launched, adapt_error *err)
+{
+    if (launched > 1 && c->world != launched)
+        return adapt_fail(err, ADAPT_EINVAL,
+                          "comm: the launcher started %d tasks but %s a world of %d; %s",
+                          launched, c->mpi ? "MPI reports" : "this build (without MPI) is",
+                          c->world,
+                          c->mpi ? "run with the launcher of the MPI adapt-worker was built "
+                                   "against (srun --mpi=pmix for Open MPI)"
+                                 : "rebuild with MPI (meson -Dmpi=enabled)");
+    return ADAPT_OK;
+}
+
+#if ADAPT_HAVE_MPI
+
+static int comm_mpi_check(int rc, const char *what, adapt_error *err)
+{
+    if (rc == MPI_SUCCESS) return ADAPT_OK;
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) snprintf(msg, sizeof msg, "code %d", rc);
+    return adapt_fail(err, ADAPT_EIO, "comm: %s failed: %s", what, msg);
+}
+
+static int comm_mpi_init(comm *c, int *argc, char ***argv, adapt_error *err)
+{
+    int inited = 0, provided = 0;
+    MPI_Initialized(&inited);
+    if (!inited) {
+        /* Only the main thread calls MPI; OpenMP threads inside kernels never do. */
+        int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+        if (rc != MPI_SUCCESS) return adapt_fail(err, ADAPT_EIO, "comm: MPI_Init_thread failed");
+        c->mpi_owned = 1;
+    }
+    c->mpi = 1;
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    int rc = comm_mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &c->rank), "MPI_Comm_rank", err);
+    if (!rc) rc = comm_mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &c->world), "MPI_Comm_size", err);
+    if (!rc && c->local_rank < 0) {
+        MPI_Comm node;
+        rc = comm_mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank,
+                                                MPI_INFO_NULL, &node), "MPI_Comm_split_type", err);
+        if (!rc) {
+            MPI_Comm_rank(node, &c->local_rank);
+            MPI_Comm_free(&node);
+        }
+    }
+    return rc;
+}
+
+/* MPI counts are int: large buffers go in slices of at most 1 Gi elements. */
+#define COMM_SLICE ((size_t)1 << 30)
+
+static int comm_allreduce(comm *c, void *buf, size_t n, MPI_Datatype type, size_t elem,
+                          adapt_error *err)
+{
+    if (c->world == 1) return ADAPT_OK;
+    for (size_t at = 0; at < n; at += COMM_SLICE) {
+        size_t k = n - at < COMM_SLICE ? n - at : COMM_SLICE;
+        int rc = comm_mpi_check(MPI_Allreduce(MPI_IN_PLACE, (char *)buf + at * elem, (int)k,
+                                              type, MPI_SUM, MPI_COMM_WORLD),
+                                "MPI_Allreduce", err);
+        if (rc) return rc;
+    }
+    return ADAPT_OK;
+}
+
+int comm_barrier(comm *c, adapt_error *err)
+{
+    return c->world == 1 ? ADAPT_OK
+                         : comm_mpi_check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier", err);
+}
+
+int comm_broadcast(comm *c, void *buf, size_t bytes, int root, adapt_error *err)
+{
+    if (root < 0 || root >= c->world)
+        return adapt_fail(err, ADAPT_EINVAL, "comm: broadcast root %d outside a world of %d",
+                          root, c->world);
+    if (c->world == 1) return ADAPT_OK;
+    for (size_t at = 0; at < bytes; at += COMM_SLICE) {
+        size_t k = bytes - at < COMM_SLICE ? bytes - at : COMM_SLICE;
+        int rc = comm_mpi_check(MPI_Bcast((char *)buf + at, (int)k, MPI_BYTE, root,
+                                          MPI_COMM_WORLD), "MPI_Bcast", err);
+        if (rc) return rc;
+    }
+    return ADAPT_OK;
+}
+
+int comm_allreduce_sum_f32(comm *c, float *buf, size_t n, adapt_error *err)
+{
+    return comm_allreduce(c, buf, n, MPI_FLOAT, sizeof *buf, err);
+}
+
+int comm_allreduce_sum_f64(comm *c, double *buf, size_t n, adapt_error *err)
+{
+    return comm_allreduce(c, buf, n, MPI_DOUBLE, sizeof *buf, err);
+}
+
+int comm_allreduce_sum_u64(comm *c, uint64_t *buf, size_t n, adapt_error *err)
+{
+    return comm_allreduce(c, buf, n, MPI_UINT64_T, sizeof *buf, err);
+}
+
+int comm_allreduce_start(comm *c, float *buf, size_t n, adapt_error *err)
+{
+    if (c->world == 1) return ADAPT_OK;
+    for (size_t at = 0; at < n; at += COMM_SLICE) {
+        if (c->n_pending == c->cap_pending) {
+            size_t cap = c->cap_pending ? 2 * c->cap_pending : 64;
+            MPI_Request *p = realloc(c->pending, cap * sizeof *p);
+            if (!p) return adapt_fail(err, ADAPT_ENOMEM, "comm: no memory for a bucket");
+            c->pending = p;
+            c->cap_pending = cap;
+        }
+        size_t k = n - at < COMM_SLICE ? n - at : COMM_SLICE;
+        int rc = comm_mpi_check(MPI_Iallreduce(MPI_IN_PLACE, buf + at, (int)k, MPI_FLOAT,
+                                               MPI_SUM, MPI_COMM_WORLD,
+                                               &c->pending[c->n_pending]),
+                                "MPI_Iallreduce", err);
+        if (rc) return rc;
+        c->n_pending++;
+    }
+    return ADAPT_OK;
+}
+
+int comm_allreduce_wait_all(comm *c, adapt_error *err)
+{
+    if (c->n_pending == 0) return ADAPT_OK;
+    int rc = comm_mpi_check(MPI_Waitall((int)c->n_pending, c->pending, MPI_STATUSES_IGNORE),
+                            "MPI_Waitall on the gradient buckets", err);
+    c->n_pending = 0;
+    return rc;
+}
+
+#else  /* !ADAPT_HAVE_MPI: a world of one */
+
+int comm_barrier(comm *c, adapt_error *err) { return ADAPT_OK; }
+
+int comm_broadcast(comm *c, void *buf, size_t bytes, int root, adapt_error *err)
+{
+    return root == 0 ? ADAPT_OK : adapt_fail(err, ADAPT_EINVAL,
+                                             "comm: broadcast root %d outside a world of 1", root);
+}
+
+int comm_allreduce_sum_f32(comm *c, float *buf, size_t n, adapt_error *err) { return ADAPT_OK; }
+int comm_allreduce_sum_f64(comm *c, double *buf, size_t n, adapt_error *err) { return ADAPT_OK; }
+int comm_allreduce_sum_u64(comm *c, uint64_t *buf, size_t n, adapt_error *err) { return ADAPT_OK; }
+int comm_allreduce_start(comm *c, float *buf, size_t n, adapt_error *err) { return ADAPT_OK; }
+int comm_allreduce_wait_all(comm *c, adapt_error *err) { return ADAPT_OK; }
+
+#endif
+
+int comm_init(comm **out, int *argc, char ***argv, adapt_error *err)
+{
+    *out = NULL;
+    comm *c = calloc(1, sizeof *c);
+    if (!c) return adapt_fail(err, ADAPT_ENOMEM, "comm: no memory");
+    c->rank = 0;
+    c->world = 1;
+    c->local_rank = comm_env_local_rank();
+    int launched = comm_env_launched_tasks();
+    int rc = ADAPT_OK;
+#if ADAPT_HAVE_MPI
+    if (comm_env_mpi_launched()) rc = comm_mpi_init(c, argc, argv, err);
+#endif
+    if (!rc) rc = comm_check_world(c, launched, err);
+    if (rc) {
+        comm_close(c);
+        return rc;
+    }
+    if (c->local_rank < 0) c->local_rank = 0;
+    *out = c;
+    return ADAPT_OK;
+}
+
+void comm_close(comm *c)
+{
+    if (!c) return;
+#if ADAPT_HAVE_MPI
+    free(c->pending);
+    if (c->mpi_owned) {
+        int fin = 0;
+        MPI_Finalized(&fin);
+        if (!fin) MPI_Finalize();
+    }
+#endif
+    free(c);
+}
+
+int comm_rank(const comm *c) { return c->rank; }
+int comm_world(const comm *c) { return c->world; }
+int comm_local_rank(const comm *c) { return c->local_rank; }
+int comm_uses_mpi(const comm *c) { return c->mpi; }

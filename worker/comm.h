@@ -1,0 +1,60 @@
+/* comm: the ranks of a data-parallel job — who am I, how many are we, and the collectives
+ * training needs (bucketed gradient all-reduce, broadcast, barrier).
+ *
+ * The one idea: MPI is initialised only when a launcher started us. Open MPI's mpirun exports
+ * OMPI_COMM_WORLD_SIZE (and PMIX_RANK) to every process; srun exports SLURM_STEP_NUM_TASKS /
+ * SLURM_NTASKS and PMI_RANK or PMIX_RANK with --mpi=pmi2/pmix; MPICH's hydra exports PMI_RANK.
+ * When none of these is set, adapt-worker is a plain process and comm is a world of one without
+ * calling MPI_Init at all (a singleton MPI_Init would try to start an Open MPI daemon, which is
+ * slow and fails in many containers). When a launcher says there are N > 1 tasks but MPI (or this
+ * build) sees a world of another size, comm_init fails instead of letting N processes each train
+ * alone on the whole data set.
+ *
+ * Local rank (which GPU to use later): OMPI_COMM_WORLD_LOCAL_RANK, else SLURM_LOCALID, else the
+ * rank within MPI's shared-memory split of the world, else 0.
+ *
+ * Gradient buckets: comm_allreduce_start starts an MPI_Iallreduce (sum, in place) on one bucket
+ * and returns at once, so the backward pass can go on computing the next layer's gradients while
+ * this one travels; comm_allreduce_wait_all completes every bucket started. Without MPI (or with
+ * a world of one) every collective is an immediate no-op: a sum over one rank is the buffer. */
+#ifndef ADAPT_COMM_H
+#define ADAPT_COMM_H
+
+#include "error.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct comm comm;
+
+/* argc/argv may be NULL. */
+int  comm_init(comm **out, int *argc, char ***argv, adapt_error *err);
+/* Finalises MPI when comm_init initialised it; safe on NULL. */
+void comm_close(comm *c);
+
+int  comm_rank(const comm *c);
+int  comm_world(const comm *c);
+int  comm_local_rank(const comm *c);
+/* 1 when MPI was initialised (a launcher started us), else 0. */
+int  comm_uses_mpi(const comm *c);
+
+int  comm_barrier(comm *c, adapt_error *err);
+/* Broadcasts bytes of buf from root to every rank. */
+int  comm_broadcast(comm *c, void *buf, size_t bytes, int root, adapt_error *err);
+/* Blocking in-place sums across ranks. */
+int  comm_allreduce_sum_f32(comm *c, float *buf, size_t n, adapt_error *err);
+int  comm_allreduce_sum_f64(comm *c, double *buf, size_t n, adapt_error *err);
+int  comm_allreduce_sum_u64(comm *c, uint64_t *buf, size_t n, adapt_error *err);
+
+/* Starts an in-place sum of buf[0..n) across ranks; buf must stay untouched until
+ * comm_allreduce_wait_all returns. Every rank must start the same buckets in the same order. */
+int  comm_allreduce_start(comm *c, float *buf, size_t n, adapt_error *err);
+/* Waits for every bucket started since the last wait. */
+int  comm_allreduce_wait_all(comm *c, adapt_error *err);
+
+/* The launcher's view, from the environment alone: number of tasks it started (0 when no
+ * launcher is recognised) and this process's local rank (-1 when no variable says). */
+int  comm_env_launched_tasks(void);
+int  comm_env_local_rank(void);
+
+#endif
