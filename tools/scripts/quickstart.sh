@@ -24,6 +24,7 @@ $adaptctl data import "$raw/llava.json" --images "$raw" --out "$corpus" --name s
 echo "== verifying every checksum and image"
 $adaptctl data verify "$corpus" --jobs 2
 echo "== summary"
+$adaptctl data inspect "$corpus"
 $adaptctl data inspect "$corpus" --histograms
 echo
 echo "The corpus is in $corpus (inspect one record: $adaptctl data inspect $corpus --record 0)"
