@@ -1,0 +1,60 @@
+/* train: the training loop of `adapt-worker train` — data order, packing, gradient accumulation,
+ * the all-reduces, AdamW, checkpoints, progress — for every rank of a data-parallel job.
+ *
+ * The one idea: a step is a pure function of (weights, moments, global step), and everything
+ * else is derived from the global step (epoch and step in it, the samples, the pack key, the
+ * learning rate). So a checkpoint is weights + moments + the step, a resumed run repeats exactly
+ * what the uninterrupted one would have done, bit for bit on the same world size, and a world of
+ * N sums gradients over exactly the samples a world of 1 does.
+ *
+ * two_stage runs stage 1 (captions, every record) and then stage 2 (kept tasks, only the
+ * records that have one) as two schedules back to back: each stage has its own data order,
+ * learning rates, warmup and length, and stage 2 starts with fresh AdamW moments as a separate
+ * run would; global steps count on across the boundary and a checkpoint records its stage. */
+#ifndef ADAPT_TRAIN_H
+#define ADAPT_TRAIN_H
+
+#include "comm.h"
+#include "error.h"
+#include "job.pb-c.h"
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Values of the signal flag main's handler sets; TRAIN_SIGNAL_STOP wins over the other. */
+#define TRAIN_SIGNAL_NONE       0
+#define TRAIN_SIGNAL_CHECKPOINT 1   /* SIGUSR1: checkpoint at the next step boundary, go on */
+#define TRAIN_SIGNAL_STOP       2   /* SIGTERM: checkpoint at the next step boundary, stop */
+
+/* train_run's positive result when it stopped on TRAIN_SIGNAL_STOP after its checkpoint. */
+#define TRAIN_STOPPED 1
+
+/* What rank 0 reports besides its JSON lines (main forwards them to the daemon's link); any
+ * member may be NULL. The messages are valid during the call only. */
+typedef struct train_events {
+    void (*progress)(void *ctx, const Adaptd__Progress *p);
+    void (*checkpoint)(void *ctx, uint64_t step, const char *dir);
+    void  *ctx;
+} train_events;
+
+typedef struct train_options {
+    const Adaptd__TrainSpec *spec;
+    int                      resume;    /* continue from the newest complete checkpoint */
+    const char              *resume_from; /* or from this one, refused unless complete */
+    volatile sig_atomic_t   *signal;    /* may be NULL; the loop resets CHECKPOINT after use */
+    FILE                    *progress;  /* rank 0's JSON lines, one per step */
+    train_events             events;
+} train_options;
+
+/* Runs the whole job on this rank: 0 when every step is done and the final weights are in
+ * spec->output_dir (Hugging Face layout), TRAIN_STOPPED after a signal's checkpoint, or a
+ * negative adapt_error_code with err naming what failed and where. */
+int train_run(comm *c, const train_options *opt, adapt_error *err);
+
+/* Held-out loss: the masked cross-entropy of model_dir's weights over every record of corpus,
+ * averaged over the scored tokens, with the spec's data settings (one process). */
+int train_eval_loss(const Adaptd__TrainSpec *spec, const char *model_dir, const char *corpus,
+                    double *loss, uint64_t *tokens, adapt_error *err);
+
+#endif
