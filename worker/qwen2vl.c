@@ -231,10 +231,11 @@ size_t qwen2vl_acts_plan(qwen2vl_acts *a, const model_config *cfg, const qwen2vl
     return c.used;
 }
 
-/* Enough scratch for the fused LM head to compute each row chunk's logits once. */
+/* Enough scratch for the fused LM head to compute each row chunk's logits once, at its full
+ * chunk of 256 rows (loss_cpu.c's XENT_ROWS). */
 static size_t loss_work_len_for(const model_config *cfg)
 {
-    return 64 * (2 * (size_t)cfg->text.hidden_size + 3 + (size_t)cfg->text.vocab_size);
+    return 256 * (2 * (size_t)cfg->text.hidden_size + 3 + (size_t)cfg->text.vocab_size);
 }
 
 size_t qwen2vl_activation_floats(const model_config *cfg, const qwen2vl_budget *budget)

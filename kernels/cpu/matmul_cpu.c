@@ -6,7 +6,7 @@
  * KC x NC panel of B is packed into NR-wide slivers where it has to be (transposed, or a ragged
  * edge) and reused by every MC-row block of A, and a register-tiled MR x NR micro-kernel (GCC
  * vector extensions, cloned for AVX2+FMA) runs over them, reading A in place through strides.
- * Threads take parts of C, handed out dynamically, and run the serial engine on each. The
+ * Threads each take a part of C and run the serial engine on it, without synchronising. The
  * packing buffer lives on the stack (256 KB, 512 KB in the double build): nothing to allocate
  * or fail. */
 #include "kernels_cpu.h"
@@ -144,37 +144,33 @@ static void mm_serial(const mm_shape *g)
     }
 }
 
-/* The parallel product: C is cut into parts (rows when C is tall, columns when it is wide, e.g.
- * the loss's 64-row chunks) and each part runs through a serial engine (the blocked one, or
- * single-threaded BLAS), so BLAS runs on the same OpenMP threads as every other op instead of a
- * second pool of spinning threads competing with them for the cores. The parts are more than
- * the threads (up to MM_PARTS, none under MM_PART_MIN rows or columns) and are handed out
- * dynamically: on a machine shared with other work a descheduled thread then holds up one small
- * part, while the other thread takes the rest, instead of half of every product. Part bounds
- * depend on the shape alone, so the result does not depend on the thread count or the schedule. */
-enum { MM_PARTS = 8, MM_PART_MIN = 64 };
-
+/* The parallel product: C is cut into one part per thread (rows when C is tall, columns when it
+ * is wide, e.g. the loss's row chunks) and each thread runs a serial engine on its part (the
+ * blocked one, or single-threaded BLAS). One parallel region and no barrier inside: on a machine
+ * shared with other work a descheduled thread then delays only its own part, not every slab of
+ * everyone's, and BLAS runs on the same OpenMP threads as every other op instead of a second
+ * pool of spinning threads competing with them for the cores. */
 static void mm_parallel(const mm_shape *g, void (*engine)(const mm_shape *))
 {
 #ifdef _OPENMP
-    int by_rows = g->m >= g->n, len = by_rows ? g->m : g->n, unit = by_rows ? MM_MR : MM_NR;
-    int min_part = (MM_PART_MIN + unit - 1) / unit * unit;
-    int chunk = ((len + MM_PARTS - 1) / MM_PARTS + unit - 1) / unit * unit;
-    if (chunk < min_part) chunk = min_part;
-    int parts = (len + chunk - 1) / chunk;
-#pragma omp parallel for schedule(dynamic, 1) if (parts > 1 && (double)g->m * g->n * g->k > 131072.0)
-    for (int p = 0; p < parts; p++) {
-        int lo = p * chunk, hi = lo + chunk < len ? lo + chunk : len;
+#pragma omp parallel if ((double)g->m * g->n * g->k > 131072.0)
+    {
+        int nt = omp_get_num_threads(), t = omp_get_thread_num();
         mm_shape part = *g;
-        part.c += by_rows ? (size_t)lo * g->ldc : (size_t)lo;
-        if (by_rows) {
-            part.a += g->trans_a ? (size_t)lo : (size_t)lo * g->lda;
-            part.m = hi - lo;
-        } else {
-            part.b += g->trans_b ? (size_t)lo * g->ldb : (size_t)lo;
-            part.n = hi - lo;
+        int by_rows = g->m >= g->n, len = by_rows ? g->m : g->n, unit = by_rows ? MM_MR : MM_NR;
+        int chunk = ((len + nt - 1) / nt + unit - 1) / unit * unit;
+        int lo = t * chunk, hi = lo + chunk < len ? lo + chunk : len;
+        if (lo < hi) {
+            part.c += by_rows ? (size_t)lo * g->ldc : (size_t)lo;
+            if (by_rows) {
+                part.a += g->trans_a ? (size_t)lo : (size_t)lo * g->lda;
+                part.m = hi - lo;
+            } else {
+                part.b += g->trans_b ? (size_t)lo * g->ldb : (size_t)lo;
+                part.n = hi - lo;
+            }
+            engine(&part);
         }
-        engine(&part);
     }
 #else
     engine(g);
