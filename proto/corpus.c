@@ -21,6 +21,7 @@
 #include <zstd.h>
 
 #include "crc32c.h"
+#include "file_io.h"
 
 /* The manifest's trailer: protobuf field 15, wire type fixed32 (tag byte (15 << 3) | 5). */
 #define CORPUS_TRAILER_TAG   0x7Du
@@ -36,48 +37,6 @@ static int path_join(char *out, const char *a, const char *b, adapt_error *err)
     int n = snprintf(out, PATH_MAX, "%s/%s", a, b);
     if (n < 0 || n >= PATH_MAX)
         return adapt_fail(err, ADAPT_EINVAL, "path too long: %s/%s", a, b);
-    return 0;
-}
-
-static int fsync_dir(const char *dir, adapt_error *err)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return adapt_fail(err, ADAPT_EIO, "opening directory %s to fsync it: %s", dir,
-                          strerror(errno));
-    int rc = fsync(fd);
-    int saved = errno;
-    close(fd);
-    if (rc != 0)
-        return adapt_fail(err, ADAPT_EIO, "fsync of directory %s: %s", dir, strerror(saved));
-    return 0;
-}
-
-/* The directory holding path ("." for a bare name). */
-static void path_parent(char *out, const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        strcpy(out, ".");
-    } else if (slash == path) {
-        strcpy(out, "/");
-    } else {
-        memcpy(out, path, (size_t)(slash - path));
-        out[slash - path] = '\0';
-    }
-}
-
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += k;
-        n -= (size_t)k;
-    }
     return 0;
 }
 
@@ -110,27 +69,7 @@ int corpus_manifest_save(const char *path, const Adaptd__Manifest *m, uint32_t *
     for (int k = 0; k < 4; k++) buf[n + 1 + k] = (uint8_t)(crc >> (8 * k));
     n += CORPUS_TRAILER_SIZE;
 
-    char tmp[PATH_MAX];
-    int rc = 0;
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        rc = adapt_fail(err, ADAPT_EINVAL, "path too long: %s", path);
-    int fd = rc ? -1 : open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (rc == 0 && fd < 0)
-        rc = adapt_fail(err, ADAPT_EIO, "creating %s: %s", tmp, strerror(errno));
-    if (rc == 0 && write_all(fd, buf, n) != 0)
-        rc = adapt_fail(err, ADAPT_EIO, "writing %s: %s", tmp, strerror(errno));
-    if (rc == 0 && fsync(fd) != 0)
-        rc = adapt_fail(err, ADAPT_EIO, "fsync of %s: %s", tmp, strerror(errno));
-    if (fd >= 0 && close(fd) != 0 && rc == 0)
-        rc = adapt_fail(err, ADAPT_EIO, "closing %s: %s", tmp, strerror(errno));
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = adapt_fail(err, ADAPT_EIO, "renaming %s to %s: %s", tmp, path, strerror(errno));
-    if (rc && fd >= 0) unlink(tmp);
-    if (rc == 0) {
-        char dir[PATH_MAX];
-        path_parent(dir, path);
-        rc = fsync_dir(dir, err);
-    }
+    int rc = file_io_write_atomic(path, buf, n, err);
     if (rc == 0 && file_crc) *file_crc = crc32c(buf, n);
     free(buf);
     return rc;
@@ -449,9 +388,7 @@ static int builder_publish(corpus_builder *b, adapt_error *err)
             return adapt_fail(err, ADAPT_EIO, "renaming %s to %s: %s", b->partial, b->dir,
                               strerror(errno));
     }
-    char parent[PATH_MAX];
-    path_parent(parent, b->dir);
-    return fsync_dir(parent, err);
+    return file_io_fsync_parent(b->dir, err);
 }
 
 int corpus_builder_finish(corpus_builder *b, const Adaptd__ImportProvenance *provenance,

@@ -21,6 +21,7 @@
 #include <zstd.h>
 
 #include "crc32c.h"
+#include "file_io.h"
 
 /* RFC 8878: a block never expands to more than 128 KiB, and a block that produces any output
  * takes at least 4 bytes of the frame (3-byte block header + at least 1 byte of content). So a
@@ -79,20 +80,6 @@ static ssize_t pread_full(int fd, void *buf, size_t n, uint64_t off)
     return (ssize_t)done;
 }
 
-static int write_full(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
 /* Grows a scratch buffer to hold need bytes; the old contents are not kept. */
 static int scratch_reserve(uint8_t **buf, size_t *cap, size_t need)
 {
@@ -102,33 +89,6 @@ static int scratch_reserve(uint8_t **buf, size_t *cap, size_t need)
     *buf = malloc(need ? need : 1);
     if (!*buf) return -1;
     *cap = need;
-    return 0;
-}
-
-/* fsyncs the directory that holds path, so that a rename into it survives a power cut. */
-static int fsync_parent_dir(const char *path, adapt_error *err)
-{
-    const char *slash = strrchr(path, '/');
-    char dir[PATH_MAX];
-    if (!slash) {
-        strcpy(dir, ".");
-    } else if (slash == path) {
-        strcpy(dir, "/");
-    } else {
-        size_t n = (size_t)(slash - path);
-        if (n >= sizeof dir) return adapt_fail(err, ADAPT_EINVAL, "path too long: %s", path);
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return adapt_fail(err, ADAPT_EIO, "opening directory %s to fsync it: %s", dir,
-                          strerror(errno));
-    int rc = fsync(fd);
-    int saved = errno;
-    close(fd);
-    if (rc != 0)
-        return adapt_fail(err, ADAPT_EIO, "fsync of directory %s: %s", dir, strerror(saved));
     return 0;
 }
 
@@ -281,7 +241,7 @@ struct shard_writer {
 static int writer_flush(shard_writer *w, adapt_error *err)
 {
     if (w->buf_len == 0) return 0;
-    if (write_full(w->fd, w->buf, w->buf_len) != 0) {
+    if (file_io_write_all(w->fd, w->buf, w->buf_len) != 0) {
         w->failed = 1;
         return adapt_fail(err, ADAPT_EIO, "writing shard %s: %s", w->tmp_path, strerror(errno));
     }
@@ -302,7 +262,7 @@ static int writer_append(shard_writer *w, const uint8_t *p, size_t n, adapt_erro
     int rc = writer_flush(w, err);
     if (rc) return rc;
     if (n >= SHARD_WRITE_BUFFER) {
-        if (write_full(w->fd, p, n) != 0) {
+        if (file_io_write_all(w->fd, p, n) != 0) {
             w->failed = 1;
             return adapt_fail(err, ADAPT_EIO, "writing shard %s: %s", w->tmp_path,
                               strerror(errno));
@@ -476,7 +436,7 @@ int shard_writer_finish(shard_writer *w, shard_summary *summary, adapt_error *er
         shard_writer_abort(w);
         return rc;
     }
-    rc = fsync_parent_dir(w->path, err);
+    rc = file_io_fsync_parent(w->path, err);
     if (rc == 0 && summary) {
         summary->records = w->count;
         summary->bytes = w->offset;

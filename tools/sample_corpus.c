@@ -11,6 +11,8 @@
  * row, so the JPEG encoder, not the painter, sets the speed. */
 #include "sample_corpus.h"
 
+#include "file_io.h"
+
 #include <png.h>
 #include <turbojpeg.h>
 
@@ -1083,17 +1085,10 @@ static int file_write_new(const char *path, const void *data, size_t len, adapt_
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) return adapt_fail(err, ADAPT_EIO, "creating %s: %s", path, strerror(errno));
-    const uint8_t *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            int e = errno;
-            close(fd);
-            return adapt_fail(err, ADAPT_EIO, "writing %s: %s", path, strerror(e));
-        }
-        p += n;
-        len -= (size_t)n;
+    if (file_io_write_all(fd, data, len) != 0) {
+        int e = errno;
+        close(fd);
+        return adapt_fail(err, ADAPT_EIO, "writing %s: %s", path, strerror(e));
     }
     if (close(fd) != 0) return adapt_fail(err, ADAPT_EIO, "closing %s: %s", path, strerror(errno));
     return ADAPT_OK;
@@ -1384,16 +1379,9 @@ static int partial_commit(const char *dir, const char *out, adapt_error *err)
     if (rc) return rc;
     if (rename(dir, out) != 0)
         return adapt_fail(err, ADAPT_EIO, "renaming %s to %s: %s", dir, out, strerror(errno));
+    /* dirname, not file_io_parent_dir: out may end in '/', and its parent is wanted then too */
     memcpy(path, out, strlen(out) + 1);
-    fd = open(dirname(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        return adapt_fail(err, ADAPT_EIO, "syncing the directory that holds %s: %s", out,
-                          strerror(e));
-    }
-    close(fd);
-    return ADAPT_OK;
+    return file_io_fsync_dir(dirname(path), err);
 }
 
 /* Starts the workers, writes the JSON meanwhile, waits; returns the first failure of any. */

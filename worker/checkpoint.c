@@ -4,6 +4,7 @@
 #include "checkpoint.h"
 
 #include "crc32c.h"
+#include "file_io.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -51,30 +52,14 @@ static int ckpt_host_le(void)
 
 static int ckpt_fsync_dir(const char *dir, adapt_error *err)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0 || fsync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        return adapt_fail(err, ADAPT_EIO, "checkpoint: fsync of directory %s: %s", dir,
-                          strerror(e));
-    }
-    close(fd);
-    return ADAPT_OK;
+    int rc = file_io_fsync_dir(dir, err);
+    if (rc) adapt_error_prefix(err, "checkpoint: ");
+    return rc;
 }
 
-static int ckpt_write_all(int fd, const void *buf, size_t len, const char *path, adapt_error *err)
+static int ckpt_write_fail(const char *path, adapt_error *err)
 {
-    const uint8_t *p = buf;
-    while (len) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0)
-            return adapt_fail(err, ADAPT_EIO, "checkpoint: writing %s: %s", path,
-                              w < 0 ? strerror(errno) : "no progress");
-        p += w;
-        len -= (size_t)w;
-    }
-    return ADAPT_OK;
+    return adapt_fail(err, ADAPT_EIO, "checkpoint: writing %s: %s", path, strerror(errno));
 }
 
 static int ckpt_read_at(int fd, void *buf, size_t len, uint64_t off, const char *path,
@@ -213,10 +198,10 @@ static int ckpt_write_state_file(const char *dir, const ckpt_state *st, adapt_er
         free(table);
         return adapt_fail(err, ADAPT_EIO, "checkpoint: cannot create %s: %s", tmp, strerror(errno));
     }
-    rc = ckpt_write_all(fd, h, sizeof h, tmp, err);
-    if (!rc) rc = ckpt_write_all(fd, st->m, st->n_params * 4, tmp, err);
-    if (!rc) rc = ckpt_write_all(fd, st->v, st->n_params * 4, tmp, err);
-    if (!rc) rc = ckpt_write_all(fd, tbytes, n_chunks * 4, tmp, err);
+    if (file_io_write_all(fd, h, sizeof h) || file_io_write_all(fd, st->m, st->n_params * 4) ||
+        file_io_write_all(fd, st->v, st->n_params * 4) ||
+        file_io_write_all(fd, tbytes, n_chunks * 4))
+        rc = ckpt_write_fail(tmp, err);
     free(table);
     if (rc) {
         close(fd);
@@ -284,7 +269,7 @@ static int ckpt_write_done(const char *dir, uint64_t step, uint32_t world, adapt
     int fd = rc ? -1 : open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (!rc && fd < 0)
         rc = adapt_fail(err, ADAPT_EIO, "checkpoint: cannot create %s: %s", tmp, strerror(errno));
-    if (!rc) rc = ckpt_write_all(fd, text, (size_t)len, tmp, err);
+    if (!rc && file_io_write_all(fd, text, (size_t)len)) rc = ckpt_write_fail(tmp, err);
     if (!rc) rc = ckpt_finish_file(fd, tmp, path, err);
     else if (fd >= 0) close(fd);
     free(sizes);

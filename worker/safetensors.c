@@ -7,6 +7,8 @@
  * multiple of 8 so every tensor starts 8-byte aligned. */
 #include "safetensors.h"
 
+#include "file_io.h"
+
 #include <cjson/cJSON.h>
 
 #include <dirent.h>
@@ -139,12 +141,9 @@ static char *path_join(const char *dir, const char *name)
 /* Directory part of a path ("." when there is none), malloc'd. */
 static char *path_dir(const char *path)
 {
-    const char *slash = strrchr(path, '/');
-    if (!slash) return dup_str(".");
-    if (slash == path) return dup_str("/");
-    size_t n = (size_t)(slash - path);
-    char *d = malloc(n + 1);
-    if (d) { memcpy(d, path, n); d[n] = '\0'; }
+    size_t cap = strlen(path) + 2;
+    char *d = malloc(cap);
+    if (d) file_io_parent_dir(d, cap, path);
     return d;
 }
 
@@ -862,30 +861,9 @@ static int header_build(st_buf *b, const safetensors_entry **es, size_t n)
     return b->failed ? ADAPT_ENOMEM : ADAPT_OK;
 }
 
-static int write_all(int fd, const void *p, uint64_t n, const char *path, adapt_error *err)
+static int write_fail(const char *path, adapt_error *err)
 {
-    const char *c = p;
-    while (n) {
-        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : (size_t)n;
-        ssize_t w = write(fd, c, chunk);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return adapt_fail(err, ADAPT_EIO, "%s: write failed: %s", path, w < 0 ? strerror(errno) : "no progress");
-        c += w;
-        n -= (uint64_t)w;
-    }
-    return ADAPT_OK;
-}
-
-static int dir_fsync(const char *path, adapt_error *err)
-{
-    char *dir = path_dir(path);
-    if (!dir) return adapt_fail(err, ADAPT_ENOMEM, "out of memory");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = ADAPT_OK;
-    if (fd < 0 || fsync(fd) != 0)
-        rc = adapt_fail(err, ADAPT_EIO, "%s: cannot fsync the directory: %s", dir, strerror(errno));
-    if (fd >= 0) close(fd);
-    free(dir);
-    return rc;
+    return adapt_fail(err, ADAPT_EIO, "%s: write failed: %s", path, strerror(errno));
 }
 
 /* Writes bytes produced by `emit` to path through a temporary file in the same directory, so a
@@ -916,7 +894,7 @@ static int atomic_write(const char *path, st_emit_fn emit, const void *ctx, adap
         rc = adapt_fail(err, ADAPT_EIO, "%s: rename from %s failed: %s", path, tmp, strerror(errno));
     if (rc) unlink(tmp);
     free(tmp);
-    return rc ? rc : dir_fsync(path, err);
+    return rc ? rc : file_io_fsync_parent(path, err);
 }
 
 typedef struct st_file_job {
@@ -929,11 +907,10 @@ static int emit_tensors(int fd, const char *path, const void *ctx, adapt_error *
 {
     const st_file_job *job = ctx;
     uint64_t hl = job->header->len;
-    int rc = write_all(fd, &hl, 8, path, err);
-    if (rc == 0) rc = write_all(fd, job->header->p, hl, path, err);
-    for (size_t i = 0; i < job->n && rc == 0; i++)
-        rc = write_all(fd, job->es[i]->data, entry_nbytes(job->es[i]), path, err);
-    return rc;
+    int bad = file_io_write_all(fd, &hl, 8) || file_io_write_all(fd, job->header->p, hl);
+    for (size_t i = 0; i < job->n && !bad; i++)
+        bad = file_io_write_all(fd, job->es[i]->data, entry_nbytes(job->es[i]));
+    return bad ? write_fail(path, err) : ADAPT_OK;
 }
 
 /* Writes the given entries (pointers) as one file. */
@@ -973,7 +950,7 @@ int safetensors_write_file(const char *path, const safetensors_entry *entries, s
 static int emit_text(int fd, const char *path, const void *ctx, adapt_error *err)
 {
     const st_buf *b = ctx;
-    return write_all(fd, b->p, b->len, path, err);
+    return file_io_write_all(fd, b->p, b->len) ? write_fail(path, err) : ADAPT_OK;
 }
 
 /* "model-00002-of-00005.safetensors": transformers' shard file name. */
