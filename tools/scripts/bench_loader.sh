@@ -2,10 +2,10 @@
 # bench_loader: issue 5's benchmark — the training data loader's throughput against what the CPU
 # training step consumes, and 2-rank data-parallel scaling, in one run.
 #   tools/scripts/bench_loader.sh [BUILD_DIR] [ROUNDS] [STEPS]
-# Corpus: COUNT (256; BENCH_LOADER_COUNT) generated 224x224 JPEGs (adaptctl data generate --size 224 --format jpeg),
-# imported; image_min_pixels = image_max_pixels = 50176 so every image stays 224x224 (16x16
-# patches, 64 image tokens); caption-only conversations rendered with Qwen2-VL's chat format by
-# the Qwen3 tokenizer fixture.
+# Corpus: COUNT (256; BENCH_LOADER_COUNT) generated 224x224 JPEGs (adaptctl data generate
+# --size 224 --format jpeg), imported; image_min_pixels = image_max_pixels = 50176 so every
+# image stays 224x224 (16x16 patches, 64 image tokens); caption-only conversations rendered
+# with Qwen2-VL's chat format by the Qwen3 tokenizer fixture.
 #
 # The model issue's benchmark config (tests/data/bench_qwen2vl_20m.json) has an 8192-token
 # vocabulary whose <|image_pad|> is 8188; the Qwen3 tokenizer's is 151655 and its ids reach
@@ -14,7 +14,7 @@
 #   20m     the config as it is: its training step is timed by bench-train-step (issue 4's
 #           benchmark: forward + backward of 8 samples, 64 image + 128 text tokens each)
 #   20m-q3  the same config with the Qwen2-VL special ids and a 151936-token vocabulary (tied
-#           embeddings: ~78M more parameters, all in the embedding / LM head) — the nearest
+#           embeddings: ~74M more parameters, all in the embedding / LM head) — the nearest
 #           model adapt-worker can train with the Qwen3 tokenizer; it runs the full training
 #           step (loader + forward + backward + AdamW) and the 2-rank comparison.
 # The loader's cost does not depend on the model (bench-loader drives worker/train_data.c with
