@@ -147,6 +147,23 @@ int qwen2vl_forward(qwen2vl_model *m, const qwen2vl_batch *b, float *loss, adapt
 int qwen2vl_forward_backward(qwen2vl_model *m, const qwen2vl_batch *b, float *loss,
                              adapt_error *err);
 void qwen2vl_zero_grads(qwen2vl_model *m);
+
+/* Gradients ready: called with a range [offset, offset + count) of the gradient buffer (in
+ * floats) once the backward pass will not write it again, so a caller may start summing it across
+ * ranks while the backward goes on. One backward reports every float of the buffer exactly once,
+ * frozen towers and imageless batches included, in an order fixed by the config alone: the
+ * untied lm_head, the final norm, each decoder layer's tensors (layers last to first), the
+ * embedding (tied: with the LM head's share), the merger, each vision block (last to first), the
+ * patch embedding. */
+typedef void (*qwen2vl_grads_ready_fn)(void *ctx, size_t offset, size_t count);
+/* qwen2vl_forward_backward that reports ranges as their gradients become final (ready may be
+ * NULL: then it is qwen2vl_forward_backward). On an error before the backward, nothing is
+ * reported. */
+int qwen2vl_forward_backward_ready(qwen2vl_model *m, const qwen2vl_batch *b, float *loss,
+                                   qwen2vl_grads_ready_fn ready, void *ctx, adapt_error *err);
+/* Reports the same ranges in the same order with no pass at all: for a rank with no batch to
+ * run, which must still take part in every bucket. */
+void qwen2vl_grads_ready_all(qwen2vl_model *m, qwen2vl_grads_ready_fn ready, void *ctx);
 /* After a forward pass: logits [n_rows, V] of packed tokens [row0, row0 + n_rows). */
 int qwen2vl_logits(qwen2vl_model *m, int row0, int n_rows, float *logits, adapt_error *err);
 

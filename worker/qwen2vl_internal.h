@@ -98,7 +98,22 @@ struct qwen2vl_model {
     int              n_images;
     int              n_image_tokens;
     int              have_forward;
+    /* during qwen2vl_forward_backward_ready: whom to tell that gradients are final */
+    qwen2vl_grads_ready_fn ready;
+    void            *ready_ctx;
 };
+
+/* Tells m->ready (when set) that n gradient floats from g on are final. */
+static inline void qwen2vl_ready(const qwen2vl_model *m, const float *g, size_t n)
+{
+    if (m->ready) m->ready(m->ready_ctx, (size_t)(g - m->grad_mem), n);
+}
+/* The ranges of one part, in the order of qwen2vl.h: decoder layer l, the merger, vision blocks
+ * from `from` down to 0 and then the patch embedding, vision block l. */
+void qwen2vl_ready_text_layer(const qwen2vl_model *m, int l);
+void qwen2vl_ready_merger(const qwen2vl_model *m);
+void qwen2vl_ready_vision_block(const qwen2vl_model *m, int l);
+void qwen2vl_ready_vision_from(const qwen2vl_model *m, int from);
 
 /* Carves the activations of cfg/budget out of base (NULL: only counts); returns floats used and
  * stores ints used in *n_ints. */

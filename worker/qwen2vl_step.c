@@ -136,8 +136,90 @@ int qwen2vl_forward(qwen2vl_model *m, const qwen2vl_batch *b, float *loss, adapt
     return 0;
 }
 
-int qwen2vl_forward_backward(qwen2vl_model *m, const qwen2vl_batch *b, float *loss,
-                             adapt_error *err)
+/* The ranges, in the order qwen2vl.h promises (the layout stacks each field's layers, so one
+ * layer is one range per field). */
+void qwen2vl_ready_text_layer(const qwen2vl_model *m, int l)
+{
+    const model_config_text *t = &m->cfg.text;
+    size_t D = (size_t)t->hidden_size, I = (size_t)t->intermediate_size;
+    size_t Q = (size_t)t->num_attention_heads * t->head_dim;
+    size_t K = (size_t)t->num_key_value_heads * t->head_dim, L = (size_t)l;
+    const qwen2vl_params *g = &m->g;
+    qwen2vl_ready(m, g->in_norm + L * D, D);
+    qwen2vl_ready(m, g->q_w + L * Q * D, Q * D);
+    qwen2vl_ready(m, g->q_b + L * Q, Q);
+    qwen2vl_ready(m, g->k_w + L * K * D, K * D);
+    qwen2vl_ready(m, g->k_b + L * K, K);
+    qwen2vl_ready(m, g->v_w + L * K * D, K * D);
+    qwen2vl_ready(m, g->v_b + L * K, K);
+    qwen2vl_ready(m, g->o_w + L * D * Q, D * Q);
+    qwen2vl_ready(m, g->post_norm + L * D, D);
+    qwen2vl_ready(m, g->gate_w + L * I * D, I * D);
+    qwen2vl_ready(m, g->up_w + L * I * D, I * D);
+    qwen2vl_ready(m, g->down_w + L * D * I, D * I);
+}
+
+/* ln_q through mlp.2's bias lie back to back in the layout: one range. */
+void qwen2vl_ready_merger(const qwen2vl_model *m)
+{
+    qwen2vl_ready(m, m->g.m_ln_w, (size_t)(m->g.embed - m->g.m_ln_w));
+}
+
+void qwen2vl_ready_vision_block(const qwen2vl_model *m, int l)
+{
+    const model_config_vision *v = &m->cfg.vision;
+    size_t E = (size_t)v->embed_dim, M = (size_t)v->mlp_dim, L = (size_t)l;
+    const qwen2vl_params *g = &m->g;
+    qwen2vl_ready(m, g->v_norm1_w + L * E, E);
+    qwen2vl_ready(m, g->v_norm1_b + L * E, E);
+    qwen2vl_ready(m, g->v_qkv_w + L * 3 * E * E, 3 * E * E);
+    qwen2vl_ready(m, g->v_qkv_b + L * 3 * E, 3 * E);
+    qwen2vl_ready(m, g->v_proj_w + L * E * E, E * E);
+    qwen2vl_ready(m, g->v_proj_b + L * E, E);
+    qwen2vl_ready(m, g->v_norm2_w + L * E, E);
+    qwen2vl_ready(m, g->v_norm2_b + L * E, E);
+    qwen2vl_ready(m, g->v_fc1_w + L * M * E, M * E);
+    qwen2vl_ready(m, g->v_fc1_b + L * M, M);
+    qwen2vl_ready(m, g->v_fc2_w + L * E * M, E * M);
+    qwen2vl_ready(m, g->v_fc2_b + L * E, E);
+}
+
+void qwen2vl_ready_vision_from(const qwen2vl_model *m, int from)
+{
+    const qwen2vl_params *g = &m->g;
+    for (int l = from; l >= 0; l--) qwen2vl_ready_vision_block(m, l);
+    qwen2vl_ready(m, g->patch_embed, (size_t)(g->v_norm1_w - g->patch_embed));
+}
+
+static void ready_lm_head(const qwen2vl_model *m)
+{
+    const model_config_text *t = &m->cfg.text;
+    if (!m->cfg.tie_word_embeddings)
+        qwen2vl_ready(m, m->g.lm_head, (size_t)t->vocab_size * t->hidden_size);
+}
+
+static void ready_text_rest(const qwen2vl_model *m)
+{
+    const model_config_text *t = &m->cfg.text;
+    qwen2vl_ready(m, m->g.norm, (size_t)t->hidden_size);
+    for (int l = t->num_hidden_layers - 1; l >= 0; l--) qwen2vl_ready_text_layer(m, l);
+    qwen2vl_ready(m, m->g.embed, (size_t)t->vocab_size * t->hidden_size);
+}
+
+void qwen2vl_grads_ready_all(qwen2vl_model *m, qwen2vl_grads_ready_fn ready, void *ctx)
+{
+    m->ready = ready;
+    m->ready_ctx = ctx;
+    ready_lm_head(m);
+    ready_text_rest(m);
+    qwen2vl_ready_merger(m);
+    qwen2vl_ready_vision_from(m, m->cfg.vision.depth - 1);
+    m->ready = NULL;
+    m->ready_ctx = NULL;
+}
+
+int qwen2vl_forward_backward_ready(qwen2vl_model *m, const qwen2vl_batch *b, float *loss,
+                                   qwen2vl_grads_ready_fn ready, void *ctx, adapt_error *err)
 {
     if (!b->labels) return adapt_fail(err, ADAPT_EINVAL, "qwen2vl: a backward pass needs labels");
     int rc = batch_plan(m, b, err);
@@ -150,13 +232,29 @@ int qwen2vl_forward_backward(qwen2vl_model *m, const qwen2vl_batch *b, float *lo
     float *dhf = a->d_ln;  /* free until the layers' backward, which runs after the final norm's */
     ops->fill_f32(dhf, 0.0f, TD);
     float l = 0.0f;
+    m->ready = ready;
+    m->ready_ctx = ctx;
     ops->lmhead_xent_f32(&l, dhf, m->g.lm_head, a->hf, m->w.lm_head, a->targets, m->n_tokens,
                          t->hidden_size, t->vocab_size, b->loss_normaliser, a->loss_work,
                          m->loss_work_len);
     if (loss) *loss = l;
+    ready_lm_head(m);
     qwen2vl_text_backward(m, b->input_ids, dhf);
-    if (m->n_patches) qwen2vl_vision_backward(m, b->pixel_values);
+    if (m->n_patches) {
+        qwen2vl_vision_backward(m, b->pixel_values);
+    } else {
+        qwen2vl_ready_merger(m);
+        qwen2vl_ready_vision_from(m, m->cfg.vision.depth - 1);
+    }
+    m->ready = NULL;
+    m->ready_ctx = NULL;
     return 0;
+}
+
+int qwen2vl_forward_backward(qwen2vl_model *m, const qwen2vl_batch *b, float *loss,
+                             adapt_error *err)
+{
+    return qwen2vl_forward_backward_ready(m, b, loss, NULL, NULL, err);
 }
 
 int qwen2vl_logits(qwen2vl_model *m, int row0, int n_rows, float *logits, adapt_error *err)

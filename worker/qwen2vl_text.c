@@ -149,11 +149,17 @@ void qwen2vl_text_backward(qwen2vl_model *m, const int *input_ids, const float *
     ops->fill_f32(a->d_res, 0.0f, (size_t)d.T * d.D);
     ops->rmsnorm_backward_f32(a->d_res, m->g.norm, dhf, a->x + (size_t)L * d.T * d.D, m->w.norm,
                               a->rstdf, d.T, d.D);
-    for (int l = L - 1; l >= 0; l--) txt_layer_backward(m, &d, l, n_seqs);
+    qwen2vl_ready(m, m->g.norm, (size_t)d.D);
+    for (int l = L - 1; l >= 0; l--) {
+        txt_layer_backward(m, &d, l, n_seqs);
+        qwen2vl_ready_text_layer(m, l);
+    }
     /* The image rows' gradient goes to the merger, and not on to the <|image_pad|> embedding. */
     if (m->n_image_tokens) {
         ops->fill_f32(a->dm_out, 0.0f, (size_t)m->n_image_tokens * d.D);
         ops->scatter_rows_backward_f32(a->dm_out, a->d_res, a->img_pos, m->n_image_tokens, d.D);
     }
     ops->embedding_backward_f32(m->g.embed, a->d_res, input_ids, d.T, d.D);
+    /* tied: the LM head's share landed here first, so the embedding is final only now */
+    qwen2vl_ready(m, m->g.embed, (size_t)m->cfg.text.vocab_size * d.D);
 }

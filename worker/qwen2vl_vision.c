@@ -146,7 +146,12 @@ void qwen2vl_vision_backward(qwen2vl_model *m, const float *pixel_values)
     vis_dims d = vis_dims_of(m);
     int merger_frozen = m->frozen[QWEN2VL_TOWER_MERGER];
     int vision_frozen = m->frozen[QWEN2VL_TOWER_VISION];
-    if (merger_frozen && vision_frozen) return;
+    int depth = m->cfg.vision.depth;
+    if (merger_frozen && vision_frozen) {
+        qwen2vl_ready_merger(m);
+        qwen2vl_ready_vision_from(m, depth - 1);
+        return;
+    }
     qwen2vl_linear_backward(ops, a->dm_act, merger_frozen ? NULL : g->m_fc2_w,
                             merger_frozen ? NULL : g->m_fc2_b, a->dm_out, a->m_act, m->w.m_fc2_w,
                             d.G, d.C, d.D, d.D, 0.0f);
@@ -161,8 +166,16 @@ void qwen2vl_vision_backward(qwen2vl_model *m, const float *pixel_values)
     ops->layernorm_backward_f32(a->dv_res, merger_frozen ? a->d_sink : g->m_ln_w,
                                 merger_frozen ? a->d_sink + d.E : g->m_ln_b, a->dv_ln, xl,
                                 m->w.m_ln_w, a->m_mean, a->m_rstd, d.N, d.E);
-    if (vision_frozen) return;  /* ln_q's own gradients needed the pass above; the blocks don't */
-    for (int l = m->cfg.vision.depth - 1; l >= 0; l--) vis_block_backward(m, &d, l);
+    qwen2vl_ready_merger(m);
+    if (vision_frozen) {  /* ln_q's own gradients needed the pass above; the blocks don't */
+        qwen2vl_ready_vision_from(m, depth - 1);
+        return;
+    }
+    for (int l = depth - 1; l >= 0; l--) {
+        vis_block_backward(m, &d, l);
+        qwen2vl_ready_vision_block(m, l);
+    }
     qwen2vl_linear_backward(ops, NULL, g->patch_embed, NULL, a->dv_res, pixel_values, NULL,
                             d.N, d.P, d.E, d.E, 0.0f);
+    qwen2vl_ready_vision_from(m, -1);  /* no block left: the patch embedding alone */
 }

@@ -247,35 +247,91 @@ static int state_resume(train_state *st, const char *dir, adapt_error *err)
     return 0;
 }
 
+/* Buckets of the step's gradient sum: the backward of the last micro-batch reports ranges as
+ * they become final; adjacent ones gather into a pending bucket, started once it is full or the
+ * next range is not adjacent. The ranges come in an order fixed by the config (and a rank with
+ * no batch replays it), so every rank starts the same buckets in the same order. */
+typedef struct grad_buckets {
+    train_state *st;
+    float       *g;
+    size_t       begin, end;   /* trainable floats: [grad_begin, n_params) */
+    size_t       lo, hi;       /* pending bucket [lo, hi), empty when lo == hi */
+    int          rc;           /* the first error of a start */
+    adapt_error *err;
+} grad_buckets;
+
+static void buckets_flush(grad_buckets *gb)
+{
+    if (gb->lo < gb->hi && gb->rc == 0)
+        gb->rc = comm_allreduce_start(gb->st->c, gb->g + gb->lo, gb->hi - gb->lo, gb->err);
+    gb->lo = gb->hi = 0;
+}
+
+static void buckets_ready(void *ctx, size_t offset, size_t count)
+{
+    grad_buckets *gb = ctx;
+    size_t lo = offset > gb->begin ? offset : gb->begin;
+    size_t hi = offset + count < gb->end ? offset + count : gb->end;
+    if (lo >= hi) return;  /* frozen, or empty */
+    if (gb->lo == gb->hi) {
+        gb->lo = lo;
+        gb->hi = hi;
+    } else if (lo == gb->hi) {
+        gb->hi = hi;
+    } else if (hi == gb->lo) {
+        gb->lo = lo;
+    } else {
+        buckets_flush(gb);
+        gb->lo = lo;
+        gb->hi = hi;
+    }
+    while (gb->hi - gb->lo >= TRAIN_BUCKET_FLOATS && gb->rc == 0) {
+        size_t keep_lo = gb->lo + TRAIN_BUCKET_FLOATS, keep_hi = gb->hi;
+        gb->hi = keep_lo;
+        buckets_flush(gb);
+        gb->lo = keep_lo;
+        gb->hi = keep_hi;
+    }
+}
+
 /* This rank's forward and backward over its micro-batches; loss is its share of the global
- * mean (every micro-batch divides by the global count). */
+ * mean (every micro-batch divides by the global count). With more than one rank, the last
+ * micro-batch's backward starts the gradient buckets as it goes (earlier micro-batches only
+ * accumulate here), and a rank with no batch starts them all after; grads_wait completes them. */
 static int step_accumulate(train_state *st, float normaliser, double *loss, adapt_error *err)
 {
+    grad_buckets gb = { .st = st, .g = qwen2vl_grad_buffer(st->m), .begin = st->grad_begin,
+                        .end = qwen2vl_num_params(st->m), .err = err };
+    int share = st->world > 1;
     qwen2vl_zero_grads(st->m);
     *loss = 0.0;
-    if (normaliser <= 0.0f) return 0;
-    for (size_t i = 0; i < train_data_batches(st->data); i++) {
+    size_t n = normaliser > 0.0f ? train_data_batches(st->data) : 0;
+    for (size_t i = 0; i < n; i++) {
         qwen2vl_batch b;
         float l = 0.0f;
+        int last = share && i + 1 == n;
         if (train_data_build(st->data, i, normaliser, &b, err) ||
-            qwen2vl_forward_backward(st->m, &b, &l, err))
+            qwen2vl_forward_backward_ready(st->m, &b, &l, last ? buckets_ready : NULL, &gb, err))
             return adapt_error_prefix(err, "step %llu micro-batch %zu: ",
                                       (unsigned long long)st->step + 1, i);
+        if (last) {
+            buckets_flush(&gb);
+            if (gb.rc) return -1;
+        }
         *loss += l;
+    }
+    if (share && n == 0) {
+        qwen2vl_grads_ready_all(st->m, buckets_ready, &gb);
+        buckets_flush(&gb);
+        if (gb.rc) return -1;
     }
     return 0;
 }
 
-/* Sums the trainable gradients over ranks, bucket by bucket. */
-static int grads_allreduce(train_state *st, adapt_error *err)
+/* Waits for the buckets step_accumulate started: the gradients summed over ranks. */
+static int grads_wait(train_state *st, adapt_error *err)
 {
     if (st->world == 1) return 0;
-    float *g = qwen2vl_grad_buffer(st->m);
-    size_t n = qwen2vl_num_params(st->m);
-    for (size_t off = st->grad_begin; off < n; off += TRAIN_BUCKET_FLOATS) {
-        size_t len = n - off < TRAIN_BUCKET_FLOATS ? n - off : TRAIN_BUCKET_FLOATS;
-        if (comm_allreduce_start(st->c, g + off, len, err)) return -1;
-    }
     return comm_allreduce_wait_all(st->c, err);
 }
 
@@ -310,7 +366,7 @@ static int step_run(train_state *st, train_step_stats *s, adapt_error *err)
     s->tokens = counts[1];
     s->samples = counts[2];
     double loss = 0.0;
-    if (step_accumulate(st, (float)counts[0], &loss, err) || grads_allreduce(st, err) ||
+    if (step_accumulate(st, (float)counts[0], &loss, err) || grads_wait(st, err) ||
         comm_allreduce_sum_f64(st->c, &loss, 1, err))
         return -1;
     optim_step(&st->opt, qwen2vl_param_buffer(st->m), qwen2vl_grad_buffer(st->m), &s->grad_norm,

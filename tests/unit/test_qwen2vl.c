@@ -314,6 +314,114 @@ static void test_step(void)
     qwen2vl_free(m);
 }
 
+/* The gradients-ready ranges of one backward: each range is copied when reported, and how
+ * often every float was reported is counted. */
+typedef struct ready_log {
+    const float *g;
+    float       *snap;
+    unsigned    *seen;
+    size_t       n, n_ranges, off[256], count[256];
+    int          outside;
+} ready_log;
+
+static void ready_record(void *ctx, size_t offset, size_t count)
+{
+    ready_log *r = ctx;
+    if (offset > r->n || count > r->n - offset || r->n_ranges == 256) {
+        r->outside = 1;
+        return;
+    }
+    r->off[r->n_ranges] = offset;
+    r->count[r->n_ranges++] = count;
+    memcpy(r->snap + offset, r->g + offset, count * sizeof(float));
+    for (size_t i = offset; i < offset + count; i++) r->seen[i]++;
+}
+
+static void ready_reset(ready_log *r)
+{
+    r->n_ranges = 0;
+    r->outside = 0;
+    memset(r->seen, 0, r->n * sizeof *r->seen);
+    memset(r->snap, 0xff, r->n * sizeof(float));
+}
+
+/* Every float reported exactly once, no range empty, each range already final when reported
+ * (the snapshot equals the buffer after the backward bit for bit), and the order the same as
+ * qwen2vl_grads_ready_all's. */
+static void ready_check(qwen2vl_model *m, ready_log *r, const char *what)
+{
+    int once = !r->outside, nonempty = 1;
+    for (size_t i = 0; i < r->n; i++) once &= r->seen[i] == 1;
+    for (size_t k = 0; k < r->n_ranges; k++) nonempty &= r->count[k] > 0;
+    CHECK_MSG(once && nonempty, "%s: ranges do not cover the gradients exactly once", what);
+    CHECK_MSG(memcmp(r->snap, r->g, r->n * sizeof(float)) == 0,
+              "%s: a range changed after it was reported", what);
+    ready_log replay = { .g = r->g, .snap = r->snap, .seen = r->seen, .n = r->n };
+    ready_reset(&replay);
+    qwen2vl_grads_ready_all(m, ready_record, &replay);
+    int same = replay.n_ranges == r->n_ranges && !replay.outside;
+    for (size_t k = 0; same && k < r->n_ranges; k++)
+        same = replay.off[k] == r->off[k] && replay.count[k] == r->count[k];
+    CHECK_MSG(same, "%s: the replay's ranges differ from the backward's", what);
+}
+
+static void test_grads_ready(int tied)
+{
+    model_config cfg;
+    if (tiny_config(&cfg, tied)) return;
+    qwen2vl_model *m;
+    adapt_error err = {0};
+    if (qwen2vl_create(&m, &cfg, &BUDGET, ops_cpu(), &err)) { CHECK_MSG(0, "%s", err.message); return; }
+    qwen2vl_init_weights(m, 5);
+    static tiny_batch tb;
+    tiny_batch_make(&tb);
+    size_t n = qwen2vl_num_params(m);
+    ready_log r = { .g = qwen2vl_grad_buffer(m), .snap = malloc(n * sizeof(float)),
+                    .seen = malloc(n * sizeof(unsigned)), .n = n };
+    float *plain = malloc(n * sizeof *plain);
+    float l0, l1;
+    /* the same gradients and loss as without the callback */
+    qwen2vl_zero_grads(m);
+    CHECK(qwen2vl_forward_backward(m, &tb.b, &l0, &err) == 0);
+    memcpy(plain, r.g, n * sizeof *plain);
+    qwen2vl_zero_grads(m);
+    ready_reset(&r);
+    CHECK_MSG(qwen2vl_forward_backward_ready(m, &tb.b, &l1, ready_record, &r, &err) == 0, "%s",
+              err.message);
+    CHECK(l0 == l1 && memcmp(plain, r.g, n * sizeof *plain) == 0);
+    ready_check(m, &r, tied ? "tied" : "untied");
+    /* on top of accumulated gradients (a last micro-batch after others) */
+    ready_reset(&r);
+    CHECK(qwen2vl_forward_backward_ready(m, &tb.b, &l1, ready_record, &r, &err) == 0);
+    ready_check(m, &r, "accumulated");
+    /* a batch with no image: the vision ranges are still reported, in the same places */
+    int cu_b[2] = { 0, 10 };
+    qwen2vl_batch text = tb.b;
+    text.n_tokens = 10; text.n_seqs = 1; text.cu_seqlens = cu_b; text.n_images = 0;
+    text.input_ids = tb.ids + 14; text.labels = tb.labels + 14;
+    ready_reset(&r);
+    CHECK(qwen2vl_forward_backward_ready(m, &text, &l1, ready_record, &r, &err) == 0);
+    ready_check(m, &r, "no image");
+    /* frozen towers: their ranges reported all the same */
+    static const int frozen[3][2] = { { 1, 1 }, { 1, 0 }, { 0, 1 } };
+    for (int k = 0; k < 3; k++) {
+        CHECK(qwen2vl_set_frozen(m, QWEN2VL_TOWER_VISION, frozen[k][0], &err) == 0);
+        CHECK(qwen2vl_set_frozen(m, QWEN2VL_TOWER_MERGER, frozen[k][1], &err) == 0);
+        ready_reset(&r);
+        CHECK(qwen2vl_forward_backward_ready(m, &tb.b, &l1, ready_record, &r, &err) == 0);
+        ready_check(m, &r, "frozen");
+    }
+    /* a refused batch reports nothing */
+    tb.b.n_tokens = 200;
+    ready_reset(&r);
+    CHECK(qwen2vl_forward_backward_ready(m, &tb.b, &l1, ready_record, &r, &err) == ADAPT_ERANGE);
+    CHECK(r.n_ranges == 0);
+    free(plain);
+    free(r.snap);
+    free(r.seen);
+    qwen2vl_free(m);
+}
+
 /* The backward pass agrees with the forward one without Python: per tower, the finite difference
  * of the loss along a fixed direction d matches the gradient's dot product with d (fp32, so to
  * 5e-3; transformers checks each gradient to 1e-4 in the reference suite). */
@@ -543,6 +651,8 @@ int main(int argc, char **argv)
     test_save_load(0, 200000);
     test_load_module_names();
     test_step();
+    test_grads_ready(0);
+    test_grads_ready(1);
     test_directional_derivative();
     return check_report("qwen2vl");
 }
