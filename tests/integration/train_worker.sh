@@ -8,6 +8,8 @@
 #   ranks   1 rank vs `mpirun -np 2` on the same global batch: weights within RANKS_ATOL
 #   modes   single_stage with an overlay of tasks, synthesizer with blank images, two_stage
 #           (stage by stage, bit-identical when resumed inside stage 2)
+#   link    with ADAPTD_LINK naming a socket (a stand-in listener, link_listen.py), rank 0 sends
+#           Hello, one Progress frame per step, a Checkpoint frame per checkpoint, then Done
 #   errors  bad spec, missing corpus, shards damaged mid-run: one clear line naming what and
 #           where, exit 1, the last complete checkpoint intact; an incomplete checkpoint and
 #           a fresh run over old checkpoints refused
@@ -224,8 +226,28 @@ case_modes() {
     echo "tokens in 2 steps: captions $plain, with tasks $tasks"
 }
 
+case_link() {
+    PY=${ADAPT_TEST_PYTHON:-$6}
+    [ -x "$PY" ] || PY=$(command -v python3)
+    spec run 6 3
+    "$PY" "$(dirname "$0")/link_listen.py" "$T/link.sock" "$T/link.json" &
+    listener=$!
+    i=0
+    while [ ! -S "$T/link.sock" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -S "$T/link.sock" ] || fail "the link listener did not start"
+    export ADAPTD_LINK="$T/link.sock" ADAPTD_JOB_ID=job-link-test
+    expect 0 "$W" train --spec "$T/run.json"
+    unset ADAPTD_LINK ADAPTD_JOB_ID
+    wait "$listener" || fail "the link listener refused the stream"
+    echo "link frames: $(cat "$T/link.json")"
+    for want in '"hello": 1' '"progress": 6' '"checkpoint": 2' '"done": 1'; do
+        grep -q "$want" "$T/link.json" || fail "link frames $(cat "$T/link.json") lack $want"
+    done
+}
+
 case "$CASE" in
     loss)   case_loss ;;
+    link)   case_link "$@" ;;
     resume) case_resume ;;
     ranks)  case_ranks "$@" ;;
     errors) case_errors ;;
