@@ -316,3 +316,44 @@ int import_json_default_caption(import_record *rec)
         }
     return ADAPT_OK;
 }
+
+/* --- the record reader shared by the JSON formats -------------------------------------------- */
+
+typedef struct json_reader {
+    import_json_cursor          cursor;
+    uint64_t                    record;
+    import_json_record_parse_fn parse;
+} json_reader;
+
+static int json_reader_next(void *state, import_record *rec, adapt_error *err)
+{
+    json_reader *r = state;
+    import_json_span span;
+    int rc = import_json_next(&r->cursor, &span, err);
+    if (rc <= 0) return rc;
+    rec->record = r->record++;
+    rec->line = span.line;
+    rec->offset = span.offset;
+    if (r->parse(&span, rec))
+        return adapt_fail(err, ADAPT_ENOMEM, "%s: record %llu: out of memory", r->cursor.source,
+                          (unsigned long long)rec->record);
+    return 1;
+}
+
+static void json_reader_close(void *state)
+{
+    free(state);
+}
+
+int import_json_reader_open(import_reader *r, const char *source, const char *data, size_t len,
+                            int array, import_json_record_parse_fn parse, adapt_error *err)
+{
+    json_reader *s = calloc(1, sizeof *s);
+    if (!s) return adapt_fail(err, ADAPT_ENOMEM, "%s: out of memory", source);
+    import_json_cursor_init(&s->cursor, source, data, len, array);
+    s->parse = parse;
+    r->state = s;
+    r->next = json_reader_next;
+    r->close = json_reader_close;
+    return ADAPT_OK;
+}

@@ -44,6 +44,15 @@ cJSON *import_json_parse(const import_json_span *span, import_record *rec);
 
 /* Field extraction: each copies what it finds into rec, marks rec bad on a field of the wrong
  * type, and returns ADAPT_OK or ADAPT_ENOMEM. */
+/* Fills rec from one record's text; a malformed record leaves rec marked bad. ADAPT_OK or
+ * ADAPT_ENOMEM. Each JSON format (import_llava, import_caption_jsonl) supplies one. */
+typedef int (*import_json_record_parse_fn)(const import_json_span *span, import_record *rec);
+
+/* An import_reader over a JSON array (array = 1) or JSONL file held in data (kept alive by the
+ * caller until the reader is closed): numbers the records and hands each one's text to parse. */
+int import_json_reader_open(import_reader *r, const char *source, const char *data, size_t len,
+                            int array, import_json_record_parse_fn parse, adapt_error *err);
+
 int import_json_take_id(const cJSON *obj, import_record *rec);
 int import_json_take_image(const cJSON *obj, import_record *rec);
 int import_json_take_caption(const cJSON *obj, import_record *rec);

@@ -1,13 +1,6 @@
 /* import_llava: the LLaVA JSON / JSONL reader; see import_llava.h. */
 #include "import_llava.h"
 
-#include <stdlib.h>
-
-typedef struct llava_reader {
-    import_json_cursor cursor;
-    uint64_t           record;
-} llava_reader;
-
 int import_llava_record_parse(const import_json_span *span, import_record *rec)
 {
     cJSON *obj = import_json_parse(span, rec);
@@ -25,34 +18,8 @@ int import_llava_record_parse(const import_json_span *span, import_record *rec)
     return rc;
 }
 
-static int llava_next(void *state, import_record *rec, adapt_error *err)
-{
-    llava_reader *r = state;
-    import_json_span span;
-    int rc = import_json_next(&r->cursor, &span, err);
-    if (rc <= 0) return rc;
-    rec->record = r->record++;
-    rec->line = span.line;
-    rec->offset = span.offset;
-    if (import_llava_record_parse(&span, rec))
-        return adapt_fail(err, ADAPT_ENOMEM, "%s: record %llu: out of memory", r->cursor.source,
-                          (unsigned long long)rec->record);
-    return 1;
-}
-
-static void llava_close(void *state)
-{
-    free(state);
-}
-
 int import_llava_reader_open(import_reader *r, const char *source, const char *data, size_t len,
                              int array, adapt_error *err)
 {
-    llava_reader *s = calloc(1, sizeof *s);
-    if (!s) return adapt_fail(err, ADAPT_ENOMEM, "%s: out of memory", source);
-    import_json_cursor_init(&s->cursor, source, data, len, array);
-    r->state = s;
-    r->next = llava_next;
-    r->close = llava_close;
-    return ADAPT_OK;
+    return import_json_reader_open(r, source, data, len, array, import_llava_record_parse, err);
 }
