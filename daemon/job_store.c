@@ -285,6 +285,24 @@ static void copy_text(char *dst, size_t size, sqlite3_stmt *s, int col)
     snprintf(dst, size, "%s", t ? (const char *)t : "");
 }
 
+/* One progress row's 11 columns, starting at column first, in the order of the progress table
+ * (step, total_steps, epoch, samples, tokens, loss, lr, grad_norm, step_seconds,
+ * tokens_per_second, unix_time_ms): the job row embeds the latest one, the series holds all. */
+static void progress_from_row(sqlite3_stmt *s, int first, job_store_progress *p)
+{
+    p->step = (uint64_t)sqlite3_column_int64(s, first + 0);
+    p->total_steps = (uint64_t)sqlite3_column_int64(s, first + 1);
+    p->epoch = (uint32_t)sqlite3_column_int64(s, first + 2);
+    p->samples = (uint64_t)sqlite3_column_int64(s, first + 3);
+    p->tokens = (uint64_t)sqlite3_column_int64(s, first + 4);
+    p->loss = sqlite3_column_double(s, first + 5);
+    p->lr = sqlite3_column_double(s, first + 6);
+    p->grad_norm = sqlite3_column_double(s, first + 7);
+    p->step_seconds = sqlite3_column_double(s, first + 8);
+    p->tokens_per_second = sqlite3_column_double(s, first + 9);
+    p->unix_time_ms = sqlite3_column_int64(s, first + 10);
+}
+
 /* Fills r from the current row of a statement selecting JOB_COLUMNS. */
 static int record_from_row(sqlite3_stmt *s, job_store_record *r)
 {
@@ -302,18 +320,7 @@ static int record_from_row(sqlite3_stmt *s, job_store_record *r)
     r->finished_ms = sqlite3_column_int64(s, 10);
     r->updated_ms = sqlite3_column_int64(s, 11);
     r->has_progress = sqlite3_column_int(s, 12);
-    job_store_progress *p = &r->progress;
-    p->step = (uint64_t)sqlite3_column_int64(s, 13);
-    p->total_steps = (uint64_t)sqlite3_column_int64(s, 14);
-    p->epoch = (uint32_t)sqlite3_column_int64(s, 15);
-    p->samples = (uint64_t)sqlite3_column_int64(s, 16);
-    p->tokens = (uint64_t)sqlite3_column_int64(s, 17);
-    p->loss = sqlite3_column_double(s, 18);
-    p->lr = sqlite3_column_double(s, 19);
-    p->grad_norm = sqlite3_column_double(s, 20);
-    p->step_seconds = sqlite3_column_double(s, 21);
-    p->tokens_per_second = sqlite3_column_double(s, 22);
-    p->unix_time_ms = sqlite3_column_int64(s, 23);
+    progress_from_row(s, 13, &r->progress);
     copy_text(r->last_checkpoint, sizeof r->last_checkpoint, s, 24);
     copy_text(r->error, sizeof r->error, s, 25);
     const unsigned char *spec = sqlite3_column_text(s, 26);
@@ -495,18 +502,7 @@ int job_store_metrics(job_store_t *js, const char *id, int64_t since, job_store_
     sqlite3_bind_int64(s, 3, (sqlite3_int64)cap);
     int step;
     while (*n < cap && (step = sqlite3_step(s)) == SQLITE_ROW) {
-        job_store_progress *p = &out[(*n)++];
-        p->step = (uint64_t)sqlite3_column_int64(s, 0);
-        p->total_steps = (uint64_t)sqlite3_column_int64(s, 1);
-        p->epoch = (uint32_t)sqlite3_column_int64(s, 2);
-        p->samples = (uint64_t)sqlite3_column_int64(s, 3);
-        p->tokens = (uint64_t)sqlite3_column_int64(s, 4);
-        p->loss = sqlite3_column_double(s, 5);
-        p->lr = sqlite3_column_double(s, 6);
-        p->grad_norm = sqlite3_column_double(s, 7);
-        p->step_seconds = sqlite3_column_double(s, 8);
-        p->tokens_per_second = sqlite3_column_double(s, 9);
-        p->unix_time_ms = sqlite3_column_int64(s, 10);
+        progress_from_row(s, 0, &out[(*n)++]);
     }
     int rc = (*n == cap || step == SQLITE_DONE) ? ADAPT_OK : db_fail(js, err, "reading metrics");
     sqlite3_reset(s);
