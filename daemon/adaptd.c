@@ -21,6 +21,7 @@
 #include "http_server.h"
 #include "job_store.h"
 #include "link.h"
+#include "scheduler.h"
 
 enum { MAX_LISTEN = 8 };
 
@@ -33,6 +34,13 @@ typedef struct options {
     unsigned    slots;
     int         require_token;
     http_limits limits;
+    char        mpirun[PATH_MAX];
+    char        worker[PATH_MAX];
+    uint64_t    kill_grace_ms;
+    uint64_t    heartbeat_timeout_s;
+    char        slurm[5][PATH_MAX];   /* --slurm-template, --sbatch, --squeue, --scancel, --sacct */
+    uint64_t    slurm_poll_ms;
+    int         hold;
 } options;
 
 typedef struct daemon_ctx {
@@ -41,6 +49,7 @@ typedef struct daemon_ctx {
     api_t          *api;
     http_server_t  *http;
     link_server_t  *link;
+    scheduler_t    *sched;
     uv_signal_t     sigint, sigterm;
 } daemon_ctx;
 
@@ -61,7 +70,21 @@ static void usage(FILE *f)
         "                       naming --token-file)\n"
         "  --max-connections N  (default %d)      --max-body-bytes N   (default %zu)\n"
         "  --max-header-bytes N (default %zu)     --header-timeout-ms N (default %llu)\n"
-        "  --body-timeout-ms N  (default %llu)    --idle-timeout-ms N  (default %llu)\n",
+        "  --body-timeout-ms N  (default %llu)    --idle-timeout-ms N  (default %llu)\n"
+        "  --mpirun PATH        starts each attempt's ranks (default: mpirun in PATH)\n"
+        "  --worker PATH        adapt-worker (default: next to adaptd, then ../worker/ in a\n"
+        "                       build tree, then PATH)\n"
+        "  --kill-grace-ms N    cancel: SIGTERM, then SIGKILL after N ms (default 10000)\n"
+        "  --heartbeat-timeout S  a job silent on the worker link for S seconds is killed and\n"
+        "                       retried (default 60)\n"
+        "  --slurm-template FILE  lets jobs use launcher \"slurm\": each attempt is this sbatch\n"
+        "                       template rendered (deploy/slurm/adaptd-job.sbatch.in)\n"
+        "  --sbatch, --squeue, --scancel, --sacct PATH  the Slurm commands (default: PATH)\n"
+        "  --slurm-poll-ms N    squeue period (default 5000)\n"
+        "  --hold               queue submitted jobs but start none (maintenance); jobs already\n"
+        "                       started run on, and are retried\n"
+        "SIGTERM or SIGINT stops adaptd and leaves running jobs running: the next adaptd on the\n"
+        "same --state-dir adopts them.\n",
         d.max_connections, d.max_body_bytes, d.max_header_bytes,
         (unsigned long long)d.header_timeout_ms, (unsigned long long)d.body_timeout_ms,
         (unsigned long long)d.idle_timeout_ms);
@@ -92,10 +115,32 @@ static int default_state_dir(char *out, size_t size)
     return 0;
 }
 
+/* The default adapt-worker: installed next to adaptd, or in a build tree (build/daemon/adaptd
+ * and build/worker/adapt-worker), else found in PATH when a job starts. */
+static void default_worker(char *out, size_t size)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = '\0';
+            static const char *const rel[] = { "adapt-worker", "../worker/adapt-worker" };
+            for (size_t i = 0; i < 2; i++) {
+                if ((size_t)snprintf(out, size, "%s/%s", self, rel[i]) < size && access(out, X_OK) == 0)
+                    return;
+            }
+        }
+    }
+    snprintf(out, size, "adapt-worker");
+}
+
 static int parse_options(int argc, char **argv, options *o)
 {
     enum { O_STATE = 256, O_TOKEN, O_DATA, O_SLOTS, O_REQTOKEN, O_MAXCONN, O_MAXBODY, O_MAXHEAD,
-           O_HTO, O_BTO, O_ITO };
+           O_HTO, O_BTO, O_ITO, O_MPIRUN, O_WORKER, O_GRACE, O_HEARTBEAT, O_STEMPLATE,
+           O_SBATCH, O_SQUEUE, O_SCANCEL, O_SACCT, O_SPOLL, O_HOLD };
     static const struct option longopts[] = {
         { "listen", 1, 0, 'l' },          { "state-dir", 1, 0, O_STATE },
         { "token-file", 1, 0, O_TOKEN },  { "data-root", 1, 0, O_DATA },
@@ -103,11 +148,19 @@ static int parse_options(int argc, char **argv, options *o)
         { "max-connections", 1, 0, O_MAXCONN }, { "max-body-bytes", 1, 0, O_MAXBODY },
         { "max-header-bytes", 1, 0, O_MAXHEAD }, { "header-timeout-ms", 1, 0, O_HTO },
         { "body-timeout-ms", 1, 0, O_BTO }, { "idle-timeout-ms", 1, 0, O_ITO },
+        { "mpirun", 1, 0, O_MPIRUN },     { "worker", 1, 0, O_WORKER },
+        { "kill-grace-ms", 1, 0, O_GRACE }, { "heartbeat-timeout", 1, 0, O_HEARTBEAT },
+        { "slurm-template", 1, 0, O_STEMPLATE }, { "sbatch", 1, 0, O_SBATCH },
+        { "squeue", 1, 0, O_SQUEUE },     { "scancel", 1, 0, O_SCANCEL },
+        { "sacct", 1, 0, O_SACCT },       { "slurm-poll-ms", 1, 0, O_SPOLL },
+        { "hold", 0, 0, O_HOLD },
         { "help", 0, 0, 'h' },            { 0, 0, 0, 0 },
     };
     memset(o, 0, sizeof *o);
     http_limits_default(&o->limits);
     o->slots = uv_available_parallelism();
+    o->kill_grace_ms = 10000;
+    o->heartbeat_timeout_s = 60;
     unsigned long long v;
     int c;
     while ((c = getopt_long(argc, argv, "l:h", longopts, NULL)) != -1) {
@@ -131,6 +184,15 @@ static int parse_options(int argc, char **argv, options *o)
         case O_HTO: bad = parse_count("--header-timeout-ms", optarg, 3600000, &v); o->limits.header_timeout_ms = v; break;
         case O_BTO: bad = parse_count("--body-timeout-ms", optarg, 3600000, &v); o->limits.body_timeout_ms = v; break;
         case O_ITO: bad = parse_count("--idle-timeout-ms", optarg, 3600000, &v); o->limits.idle_timeout_ms = v; break;
+        case O_MPIRUN: snprintf(o->mpirun, sizeof o->mpirun, "%s", optarg); break;
+        case O_WORKER: snprintf(o->worker, sizeof o->worker, "%s", optarg); break;
+        case O_GRACE: bad = parse_count("--kill-grace-ms", optarg, 3600000, &v); o->kill_grace_ms = v; break;
+        case O_HEARTBEAT: bad = parse_count("--heartbeat-timeout", optarg, 86400, &v); o->heartbeat_timeout_s = v; break;
+        case O_STEMPLATE: case O_SBATCH: case O_SQUEUE: case O_SCANCEL: case O_SACCT:
+            snprintf(o->slurm[c - O_STEMPLATE], PATH_MAX, "%s", optarg);
+            break;
+        case O_HOLD: o->hold = 1; break;
+        case O_SPOLL: bad = parse_count("--slurm-poll-ms", optarg, 3600000, &v); o->slurm_poll_ms = v; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
@@ -140,6 +202,23 @@ static int parse_options(int argc, char **argv, options *o)
     if (o->nlisten == 0) o->listen[o->nlisten++] = "127.0.0.1:8642";
     if (!o->state_dir[0] && default_state_dir(o->state_dir, sizeof o->state_dir) != 0) return -1;
     if (!o->data_root[0] && !getcwd(o->data_root, sizeof o->data_root)) return -1;
+    if (!o->worker[0]) default_worker(o->worker, sizeof o->worker);
+    if (!o->mpirun[0]) snprintf(o->mpirun, sizeof o->mpirun, "mpirun");
+    /* attempts run in their job's folder: a relative path must be made absolute now */
+    char *paths[7] = { o->worker, o->mpirun, o->slurm[0], o->slurm[1], o->slurm[2], o->slurm[3],
+                       o->slurm[4] };
+    static const char *const names[7] = { "--worker", "--mpirun", "--slurm-template", "--sbatch",
+                                          "--squeue", "--scancel", "--sacct" };
+    for (int i = 0; i < 7; i++) {
+        char abs[PATH_MAX];
+        if (!strchr(paths[i], '/')) continue;
+        errno = 0;
+        if (!realpath(paths[i], abs) || access(abs, i == 2 ? R_OK : X_OK) != 0) {
+            fprintf(stderr, "adaptd: %s %s: %s\n", names[i], paths[i], strerror(errno ? errno : EACCES));
+            return -1;
+        }
+        snprintf(paths[i], PATH_MAX, "%s", abs);
+    }
     return 0;
 }
 
@@ -230,22 +309,14 @@ static int token_load(const char *path, char *tok, size_t size)
     return 0;
 }
 
-static int link_frame_cb(void *ctx, link_peer_t *peer, const Adaptd__LinkFrame *f)
-{
-    daemon_ctx *d = ctx;
-    adapt_error err = {0};
-    if (link_store_frame(d->store, f, &err) == ADAPT_OK) return 0;
-    fprintf(stderr, "adaptd: worker link (job %s rank %u): %s; closing it\n",
-            link_peer_job(peer), link_peer_rank(peer), err.message);
-    return 1;
-}
-
 static void on_signal(uv_signal_t *s, int signum)
 {
     daemon_ctx *d = s->data;
-    fprintf(stderr, "adaptd: signal %d, shutting down\n", signum);
+    fprintf(stderr, "adaptd: signal %d, shutting down; running jobs keep running\n", signum);
     http_server_close(d->http);
     link_server_close(d->link);
+    scheduler_close(d->sched);
+    d->sched = NULL;
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
 }
@@ -299,15 +370,27 @@ int main(int argc, char **argv)
             goto out;
         if (token_load(o.token_file, token, sizeof token) != 0) goto out;
     }
+    snprintf(link_path, sizeof link_path, "%s/link.sock", o.state_dir);
+    scheduler_config sc = { .store = d.store, .slots = o.slots, .link_path = link_path,
+                            .mpirun = o.mpirun, .worker = o.worker, .kill_grace_ms = o.kill_grace_ms,
+                            .heartbeat_timeout_ms = o.heartbeat_timeout_s * 1000, .poll_ms = 500,
+                            .slurm_poll_ms = o.slurm_poll_ms, .hold = o.hold };
+    const char **slurm_cfg[5] = { &sc.slurm_template, &sc.sbatch, &sc.squeue, &sc.scancel, &sc.sacct };
+    for (int i = 0; i < 5; i++) *slurm_cfg[i] = o.slurm[i][0] ? o.slurm[i] : NULL;
+    if (scheduler_init(&d.sched, d.loop, &sc, &err) != ADAPT_OK) goto out;
     api_config cfg = { .store = d.store, .http = d.http, .data_root = o.data_root, .slots = o.slots,
-                       .token = need_token ? token : NULL, .version = ADAPT_VERSION };
+                       .token = need_token ? token : NULL, .version = ADAPT_VERSION,
+                       .sched = d.sched };
     if (api_init(&d.api, &cfg, &err) != ADAPT_OK) goto out;
     http_server_set_context(d.http, d.api);
-    snprintf(link_path, sizeof link_path, "%s/link.sock", o.state_dir);
-    link_handlers lh = { .on_frame = link_frame_cb, .ctx = &d };
+    link_handlers lh = { .on_frame = scheduler_on_frame, .on_close = scheduler_on_close, .ctx = d.sched };
     if (link_server_init(&d.link, d.loop, link_path, LINK_MAX_FRAME, &lh, &err) != ADAPT_OK) goto out;
+    /* after the link listens: an adopted worker that reconnects finds it */
+    if (scheduler_recover(d.sched, &err) != ADAPT_OK) goto out;
     printf("adaptd: worker link on %s; state in %s; data root %s; %u slots%s\n", link_path,
            o.state_dir, o.data_root, o.slots, need_token ? "; token required for changes" : "");
+    printf("adaptd: jobs run as %s -np N ... %s KIND --spec SPEC%s\n", o.mpirun, o.worker,
+           o.hold ? " (--hold: none starts)" : "");
     fflush(stdout);
     uv_signal_init(d.loop, &d.sigint);
     uv_signal_init(d.loop, &d.sigterm);
@@ -322,6 +405,7 @@ out:
     if (rc != 0 && err.message[0]) fprintf(stderr, "adaptd: %s\n", err.message);
     if (d.http) http_server_close(d.http);
     if (d.link) link_server_close(d.link);
+    scheduler_close(d.sched);
     uv_run(d.loop, UV_RUN_NOWAIT);
     api_close(d.api);
     job_store_close(d.store);

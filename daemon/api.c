@@ -5,18 +5,25 @@
  * frees it after copying it onto the socket. */
 #include "api.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "job_spec.h"
+#include "status_page.h"
 
 enum { API_PAGE_DEFAULT = 20, API_PAGE_MAX = 100, API_POINTS_DEFAULT = 1000,
-       API_POINTS_MAX = 10000, API_METRICS_JOBS = 256 };
+       API_POINTS_MAX = 10000, API_METRICS_JOBS = 256,
+       API_LOG_MAX = 1 << 20,      /* bytes of log in one response; X-Log-Offset continues */
+       API_TAIL_MAX = 100000 };
 
 struct api {
     api_config cfg;
@@ -144,7 +151,8 @@ static void jobs_create(api_t *api, const http_request *req, http_response *res)
         reply_error(res, 415, "unsupported_media_type", "send the job spec as application/json");
         return;
     }
-    job_spec_policy pol = { .data_root = api->data_root, .max_ranks = api->cfg.slots };
+    job_spec_policy pol = { .data_root = api->data_root, .max_ranks = api->cfg.slots,
+                            .slurm = scheduler_slurm_enabled(api->cfg.sched) };
     Adaptd__JobSpec *spec;
     char *normalized, field[JOB_SPEC_FIELD_MAX];
     adapt_error err = {0};
@@ -165,6 +173,7 @@ static void jobs_create(api_t *api, const http_request *req, http_response *res)
     snprintf(res->extra_headers, sizeof res->extra_headers, "Location: /v1/jobs/%s\r\n", id);
     reply_json(res, 201, job_json(&r));
     job_store_record_clear(&r);
+    if (api->cfg.sched) scheduler_kick(api->cfg.sched);
 }
 
 /* Reads an optional non-negative integer query parameter; -1 and a 400 when malformed. */
@@ -224,18 +233,30 @@ static void jobs_list(api_t *api, const http_request *req, http_response *res)
     reply_json(res, 200, doc);
 }
 
-static void job_get(api_t *api, const char *id, http_response *res)
+static void job_reply(api_t *api, const char *id, int status, http_response *res)
 {
     job_store_record r;
     adapt_error err = {0};
     if (job_store_get(api->cfg.store, id, &r, &err) != ADAPT_OK) { reply_store_error(res, &err); return; }
-    reply_json(res, 200, job_json(&r));
+    reply_json(res, status, job_json(&r));
     job_store_record_clear(&r);
 }
 
+static void job_get(api_t *api, const char *id, http_response *res) { job_reply(api, id, 200, res); }
+
+/* 200 with the cancelled job, or 202 while its processes are being stopped (the job reads
+ * cancelled once they have exited). */
 static void job_cancel(api_t *api, const char *id, http_response *res)
 {
     adapt_error err = {0};
+    if (api->cfg.sched) {
+        int pending = 0;
+        int rc = scheduler_cancel(api->cfg.sched, id, &pending, &err);
+        if (rc == ADAPT_EINVAL) reply_error(res, 409, "conflict", "%s", err.message);
+        else if (rc != ADAPT_OK) reply_store_error(res, &err);
+        else job_reply(api, id, pending ? 202 : 200, res);
+        return;
+    }
     job_store_record r;
     if (job_store_get(api->cfg.store, id, &r, &err) != ADAPT_OK) { reply_store_error(res, &err); return; }
     int state = r.state;
@@ -280,6 +301,136 @@ static void job_metrics(api_t *api, const char *id, const http_request *req, htt
     else cJSON_AddNullToObject(doc, "next_since");
     free(pts);
     reply_json(res, 200, doc);
+}
+
+/* POST /v1/jobs/{id}/checkpoint: Control CONTROL_CHECKPOINT to the job's rank-0 worker. */
+static void job_checkpoint(api_t *api, const char *id, http_response *res)
+{
+    adapt_error err = {0};
+    if (!api->cfg.sched) {
+        reply_error(res, 409, "conflict", "this adaptd runs no jobs, so none can checkpoint");
+        return;
+    }
+    int rc = scheduler_checkpoint(api->cfg.sched, id, &err);
+    if (rc == ADAPT_EINVAL) reply_error(res, 409, "conflict", "%s", err.message);
+    else if (rc != ADAPT_OK) reply_store_error(res, &err);
+    else job_reply(api, id, 202, res);
+}
+
+/* The start of the last `lines` lines of buf[0..len) (a final newline ends the last line, it
+ * does not start an empty one). When buf holds fewer lines, 0 — or, when buf is only the end
+ * of a longer file, the start of its first whole line. */
+static size_t tail_start(const char *buf, size_t len, long long lines, int partial)
+{
+    if (lines == 0) return len;
+    size_t i = len;
+    if (i > 0 && buf[i - 1] == '\n') i--;
+    long long seen = 0;
+    while (i > 0) {
+        if (buf[i - 1] == '\n' && ++seen == lines) return i;
+        i--;
+    }
+    if (!partial) return 0;
+    const char *nl = memchr(buf, '\n', len);
+    return nl ? (size_t)(nl - buf) + 1 : 0;
+}
+
+/* Which log file: rank=R (0 <= R < ranks; the worker's rank-R.log) or rank=launcher (the
+ * launcher's own stdout and stderr, launcher.log), of attempt=A (default the latest). */
+static int log_path(api_t *api, const job_store_record *r, const http_request *req,
+                    http_response *res, char *path, size_t size)
+{
+    char rank[32];
+    int got = http_query_get(req->query, "rank", rank, sizeof rank);
+    if (got < 0) { reply_error(res, 400, "invalid_argument", "rank: expected an integer or \"launcher\""); return -1; }
+    if (got == 0) snprintf(rank, sizeof rank, "0");
+    int launcher = strcmp(rank, "launcher") == 0;
+    long long rk = -1, attempt;
+    if (!launcher) {
+        char *end;
+        rk = rank[0] >= '0' && rank[0] <= '9' && strlen(rank) <= 9 ? strtoll(rank, &end, 10) : -1;
+        if (rk < 0 || *end) {
+            reply_error(res, 400, "invalid_argument", "rank: expected an integer or \"launcher\"");
+            return -1;
+        }
+        if (rk >= r->ranks) {
+            reply_error(res, 404, "not_found", "job %s has ranks 0..%u; no rank %lld", r->id,
+                        r->ranks - 1, rk);
+            return -1;
+        }
+    }
+    if (query_number(req, "attempt", r->attempt, UINT32_MAX, &attempt, res)) return -1;
+    if (r->attempt == 0) {
+        reply_error(res, 404, "not_found", "job %s has not started: no logs yet", r->id);
+        return -1;
+    }
+    if (attempt == 0 || attempt > r->attempt) {
+        reply_error(res, 404, "not_found", "job %s has attempts 1..%u; no attempt %lld", r->id,
+                    r->attempt, attempt);
+        return -1;
+    }
+    char dir[PATH_MAX];
+    job_store_job_dir(api->cfg.store, r->id, dir, sizeof dir);
+    int n = launcher ? snprintf(path, size, "%s/logs/attempt-%lld/launcher.log", dir, attempt)
+                     : snprintf(path, size, "%s/logs/attempt-%lld/rank-%lld.log", dir, attempt, rk);
+    if (n < 0 || (size_t)n >= size) { reply_error(res, 500, "internal", "log path too long"); return -1; }
+    return 0;
+}
+
+/* GET /v1/jobs/{id}/logs?rank=R|launcher&attempt=A&tail=N|offset=B: text/plain, at most
+ * API_LOG_MAX bytes; X-Log-Offset is the byte offset just after what was sent, so a follower
+ * asks again with offset=that. A log its process has not written yet reads as empty. */
+static void job_logs(api_t *api, const char *id, const http_request *req, http_response *res)
+{
+    job_store_record r;
+    adapt_error err = {0};
+    if (job_store_get(api->cfg.store, id, &r, &err) != ADAPT_OK) { reply_store_error(res, &err); return; }
+    char path[PATH_MAX + 64], probe[8];
+    long long tail, offset;
+    int bad = log_path(api, &r, req, res, path, sizeof path) ||
+              query_number(req, "tail", 0, API_TAIL_MAX, &tail, res) ||
+              query_number(req, "offset", 0, LLONG_MAX, &offset, res);
+    job_store_record_clear(&r);
+    if (bad) return;
+    int has_tail = http_query_get(req->query, "tail", probe, sizeof probe) != 0;
+    if (has_tail && http_query_get(req->query, "offset", probe, sizeof probe) != 0) {
+        reply_error(res, 400, "invalid_argument", "tail and offset: give one or the other");
+        return;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 && errno != ENOENT) { reply_error(res, 500, "internal", "%s: %s", path, strerror(errno)); return; }
+    long long size = 0;
+    if (fd >= 0 && fstat(fd, &st) == 0) size = st.st_size;
+    if (offset > size) {
+        if (fd >= 0) close(fd);
+        reply_error(res, 400, "invalid_argument", "offset %lld is past the end of the log (%lld bytes)",
+                    offset, size);
+        return;
+    }
+    long long from = offset, want = size - offset;
+    if (has_tail) {
+        from = size > API_LOG_MAX ? size - API_LOG_MAX : 0;
+        want = size - from;
+    } else if (want > API_LOG_MAX) {
+        want = API_LOG_MAX;
+    }
+    char *buf = malloc((size_t)want + 1);
+    ssize_t got = 0;
+    if (!buf) { if (fd >= 0) close(fd); reply_error(res, 500, "internal", "out of memory"); return; }
+    if (fd >= 0 && want > 0) got = pread(fd, buf, (size_t)want, from);
+    if (fd >= 0) close(fd);
+    if (got < 0) { free(buf); reply_error(res, 500, "internal", "reading %s: %s", path, strerror(errno)); return; }
+    size_t start = has_tail ? tail_start(buf, (size_t)got, tail, from > 0) : 0;
+    size_t len = (size_t)got - start;
+    memmove(buf, buf + start, len);
+    buf[len] = '\0';
+    res->status = 200;
+    res->content_type = "text/plain; charset=utf-8";
+    if (len) { res->body = buf; res->body_len = len; }
+    else { free(buf); res->static_body = ""; res->body_len = 0; }
+    snprintf(res->extra_headers, sizeof res->extra_headers, "X-Log-Offset: %lld\r\n",
+             from + (long long)got);
 }
 
 /* ---- Prometheus text ---------------------------------------------------------------------- */
@@ -344,6 +495,12 @@ static void metrics_page(api_t *api, http_response *res)
     text_printf(&b, "# HELP adaptd_build_info Version of this adaptd.\n# TYPE adaptd_build_info gauge\n"
                     "adaptd_build_info{version=\"%s\"} 1\n", api->version);
     metrics_jobs(api, &b);
+    if (api->cfg.sched)
+        text_printf(&b, "# HELP adaptd_slots Ranks this adaptd may run at once (--slots).\n"
+                        "# TYPE adaptd_slots gauge\nadaptd_slots %u\n"
+                        "# HELP adaptd_slots_used Ranks held by jobs running or between attempts.\n"
+                        "# TYPE adaptd_slots_used gauge\nadaptd_slots_used %u\n",
+                    api->cfg.slots, scheduler_slots_used(api->cfg.sched));
     if (api->cfg.http) {
         text_printf(&b, "# HELP adaptd_http_requests_total HTTP responses by status code.\n"
                         "# TYPE adaptd_http_requests_total counter\n");
@@ -376,7 +533,7 @@ static void method_not_allowed(http_response *res, const char *allow)
     reply_error(res, 405, "method_not_allowed", "use %s here", allow);
 }
 
-/* /v1/jobs/{id}[/metrics|/cancel] */
+/* /v1/jobs/{id}[/metrics|/logs|/cancel|/checkpoint] */
 static void route_job(api_t *api, const http_request *req, http_response *res, const char *rest)
 {
     const char *slash = strchr(rest, '/');
@@ -393,13 +550,18 @@ static void route_job(api_t *api, const http_request *req, http_response *res, c
         if (get) job_metrics(api, id, req, res); else method_not_allowed(res, "GET");
         return;
     }
-    if (strcmp(sub, "/cancel") == 0) {
+    if (strcmp(sub, "/logs") == 0) {
+        if (get) job_logs(api, id, req, res); else method_not_allowed(res, "GET");
+        return;
+    }
+    if (strcmp(sub, "/cancel") == 0 || strcmp(sub, "/checkpoint") == 0) {
         if (!post) { method_not_allowed(res, "POST"); return; }
         if (!authorized(api, req)) {
             reply_error(res, 401, "unauthorized", "this endpoint needs Authorization: Bearer <token from --token-file>");
             return;
         }
-        job_cancel(api, id, res);
+        if (strcmp(sub, "/cancel") == 0) job_cancel(api, id, res);
+        else job_checkpoint(api, id, res);
         return;
     }
     reply_error(res, 404, "not_found", "no route %s", req->path);
@@ -410,7 +572,9 @@ void api_handle(void *ctx, const http_request *req, http_response *res)
     api_t *api = ctx;
     const char *p = req->path;
     int get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
-    if (strcmp(p, "/livez") == 0) {
+    if (strcmp(p, "/") == 0 || strcmp(p, "/index.html") == 0) {   /* the status page */
+        if (get) status_page_serve(req, res); else method_not_allowed(res, "GET");
+    } else if (strcmp(p, "/livez") == 0) {
         if (get) reply_static(res, 200, "{\"status\":\"ok\"}"); else method_not_allowed(res, "GET");
     } else if (strcmp(p, "/readyz") == 0) {
         if (!get) { method_not_allowed(res, "GET"); return; }

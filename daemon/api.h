@@ -11,6 +11,7 @@
 #include "error.h"
 #include "http_server.h"
 #include "job_store.h"
+#include "scheduler.h"
 
 typedef struct api api_t;
 
@@ -21,6 +22,8 @@ typedef struct api_config {
     uint32_t       slots;
     const char    *token;          /* bearer token mutating endpoints require; NULL = none */
     const char    *version;
+    scheduler_t   *sched;          /* starts, cancels and checkpoints jobs; NULL: the API only
+                                      records jobs (cancel then works on queued ones only) */
 } api_config;
 
 int  api_init(api_t **out, const api_config *cfg, adapt_error *err);

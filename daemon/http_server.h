@@ -45,13 +45,15 @@ typedef struct http_request {
 } http_request;
 
 /* What the handler answers. Exactly one of body (malloc'd; the server takes it and frees it
- * after copying) or static_body (never freed) may be set. */
+ * once the bytes are on the socket or copied into its queue) or static_body (never freed) may
+ * be set. A 204 or 304 carries neither body nor Content-Length. */
 typedef struct http_response {
     int         status;
     const char *content_type;   /* default application/json */
     char       *body;
     const char *static_body;
     size_t      body_len;
+    const char *static_headers; /* "Name: value\r\n" lines that outlive the response, or NULL */
     char        extra_headers[256];  /* "Name: value\r\n" lines, or "" */
 } http_response;
 

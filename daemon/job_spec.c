@@ -5,6 +5,7 @@
  * checks in check_job / check_train know only adaptd's rules. Every message built here is
  * malloc'd piecewise so protobuf_c_message_free_unpacked(msg, NULL) frees it on any path. */
 #include "job_spec.h"
+#include "job_spec_kinds.h"   /* synthesize, filter, evaluate, pipeline (issue 8) */
 
 #include <errno.h>
 #include <limits.h>
@@ -277,14 +278,7 @@ static int check_job(Adaptd__JobSpec *s, const job_spec_policy *pol,
     int rc;
     if (strlen(s->name) > 127) return bad(field, "", "name", err, "longer than 127 bytes");
     if (!s->kind[0]) return bad(field, "", "kind", err, "required");
-    if (strcmp(s->kind, "train") != 0) {
-        static const char later[] = "|synthesize|filter|evaluate|pipeline|";
-        char probe[80];
-        snprintf(probe, sizeof probe, "|%.64s|", s->kind);
-        return bad(field, "", "kind", err, strstr(later, probe)
-                   ? "this kind is not supported by this adaptd yet (only \"train\")"
-                   : "expected \"train\"");
-    }
+    if (strcmp(s->kind, "train") != 0) return job_spec_check_kind(s, pol, field, err);
     if (s->ranks == 0) s->ranks = 1;
     if (s->ranks > pol->max_ranks) {
         char what[96];
@@ -347,6 +341,38 @@ static cJSON *message_to_json(const ProtobufCMessage *msg)
     return o;
 }
 
+/* Whether v is what proto3 means by "not set": null, false, 0, "", [] or an object with
+ * nothing set. Floats are printed as raw number text (see message_to_json). */
+static int json_is_default(const cJSON *v)
+{
+    if (cJSON_IsNull(v) || cJSON_IsFalse(v)) return 1;
+    if (cJSON_IsNumber(v)) return v->valuedouble == 0;
+    if (cJSON_IsRaw(v)) return strtod(v->valuestring, NULL) == 0;
+    if (cJSON_IsString(v)) return v->valuestring[0] == '\0';
+    if (cJSON_IsArray(v) || cJSON_IsObject(v)) return v->child == NULL;
+    return 0;
+}
+
+/* Keeps in the printed spec the members the client gave (raw, canonical where a path) and
+ * those the checks set to something (a chosen mode, a filled-in path or default); a member
+ * left out and still unset stays out, so adapt-worker, which reads the same JSON, applies its
+ * own default for it (freeze_vision: true, checkpoint_every: 500, ...) exactly as it would for
+ * the client's own file. raw is NULL below a member the client left out. */
+static void json_prune(cJSON *out, const cJSON *raw)
+{
+    for (cJSON *m = out->child, *next; m; m = next) {
+        next = m->next;
+        const cJSON *r = cJSON_IsObject(raw) ? cJSON_GetObjectItemCaseSensitive(raw, m->string) : NULL;
+        if (cJSON_IsObject(m)) json_prune(m, r);
+        if (cJSON_IsArray(m)) {
+            int k = 0;
+            for (cJSON *e = m->child; e; e = e->next, k++)
+                if (cJSON_IsObject(e)) json_prune(e, cJSON_IsArray(r) ? cJSON_GetArrayItem(r, k) : NULL);
+        }
+        if (!r && json_is_default(m)) cJSON_Delete(cJSON_DetachItemViaPointer(out, m));
+    }
+}
+
 int job_spec_parse(const char *json, size_t len, const job_spec_policy *pol,
                    Adaptd__JobSpec **spec, char **normalized, char field[JOB_SPEC_FIELD_MAX],
                    adapt_error *err)
@@ -368,9 +394,14 @@ int job_spec_parse(const char *json, size_t len, const job_spec_policy *pol,
     if (!s) { cJSON_Delete(root); return adapt_fail(err, ADAPT_ENOMEM, "out of memory"); }
     adaptd__job_spec__init(s);
     int rc = fill_message(&s->base, root, "", field, err);
-    cJSON_Delete(root);
     if (rc == ADAPT_OK) rc = check_job(s, pol, field, err);
+    /* here, not in check_job: every kind's envelope passes this way */
+    if (rc == ADAPT_OK && strcmp(s->launcher, "slurm") == 0 && !pol->slurm)
+        rc = bad(field, "", "launcher", err, "\"slurm\" is not set up on this adaptd: start it "
+                 "with --slurm-template (deploy/slurm/adaptd-job.sbatch.in or a site's copy)");
     cJSON *out = rc == ADAPT_OK ? message_to_json(&s->base) : NULL;
+    if (out) json_prune(out, root);
+    cJSON_Delete(root);
     if (rc == ADAPT_OK && !(out && (*normalized = cJSON_PrintUnformatted(out))))
         rc = adapt_fail(err, ADAPT_ENOMEM, "out of memory");
     cJSON_Delete(out);

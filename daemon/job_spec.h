@@ -16,13 +16,16 @@
 typedef struct job_spec_policy {
     const char *data_root;   /* canonical (realpath) folder every spec path must resolve inside */
     uint32_t    max_ranks;   /* the daemon's --slots: a job needing more can never start */
+    int         slurm;       /* whether launcher "slurm" can run (adaptd --slurm-template) */
 } job_spec_policy;
 
 enum { JOB_SPEC_FIELD_MAX = 128 };
 
 /* Parses and validates json[0..len). On success *spec holds the message (free it with
  * adaptd__job_spec__free_unpacked(spec, NULL)) with every path made canonical and every default
- * filled in, and *normalized its JSON text (malloc'd; the caller frees it). On failure field
+ * filled in, and *normalized its JSON text (malloc'd; the caller frees it): the members the
+ * client gave (paths canonical) plus those the checks set, while a member left out and still at
+ * its proto3 default stays out — adapt-worker reads this text and fills its own defaults. On failure field
  * names the offending field ("train.epochs", "" for the document itself) and err says why. */
 int job_spec_parse(const char *json, size_t len, const job_spec_policy *pol,
                    Adaptd__JobSpec **spec, char **normalized, char field[JOB_SPEC_FIELD_MAX],

@@ -45,13 +45,15 @@ enum {
     STMT_INSERT, STMT_GET, STMT_LIST_ALL, STMT_LIST_STATE, STMT_STATE_OF, STMT_SET_STATE,
     STMT_ATTEMPT_OPEN, STMT_ATTEMPT_CLOSE, STMT_PROGRESS, STMT_SERIES_ADD, STMT_SERIES_GET,
     STMT_CHECKPOINT, STMT_COUNT_STATES, STMT_BEGIN, STMT_COMMIT, STMT_ROLLBACK, STMT_PING,
+    STMT_ATTEMPT_GET, STMT_ATTEMPT_PROCESS, STMT_ATTEMPT_DONE, STMT_CANCEL_REQUEST,
+    STMT_ATTEMPT_SLURM, STMT_ATTEMPT_COUNT,
     STMT__COUNT
 };
 
 #define JOB_COLUMNS "id, seq, name, kind, state, ranks, attempt, max_restarts, created_ms, " \
     "started_ms, finished_ms, updated_ms, has_progress, step, total_steps, epoch, samples, " \
     "tokens, loss, lr, grad_norm, step_seconds, tokens_per_second, progress_ms, " \
-    "last_checkpoint, error, spec"
+    "last_checkpoint, error, spec, cancel_requested"
 
 static const char *const stmt_sql[STMT__COUNT] = {
     [STMT_INSERT] = "INSERT INTO jobs(id, name, kind, state, ranks, attempt, max_restarts, "
@@ -84,6 +86,18 @@ static const char *const stmt_sql[STMT__COUNT] = {
     [STMT_COMMIT] = "COMMIT",
     [STMT_ROLLBACK] = "ROLLBACK",
     [STMT_PING] = "SELECT count(*) FROM jobs WHERE seq < 0",
+    [STMT_ATTEMPT_GET] = "SELECT attempt, started_ms, ended_ms, outcome, error, pid, pid_start, "
+                         "pgid, done, done_error, slurm_id FROM attempts WHERE job_id = ?1 AND attempt = ?2",
+    [STMT_ATTEMPT_COUNT] = "SELECT count(*) FROM attempts WHERE job_id = ?1 AND outcome = ?2",
+    [STMT_ATTEMPT_SLURM] = "UPDATE attempts SET slurm_id = ?3 WHERE job_id = ?1 AND attempt = ?2",
+    [STMT_ATTEMPT_PROCESS] = "UPDATE attempts SET pid = ?3, pid_start = ?4, pgid = ?5 "
+                             "WHERE job_id = ?1 AND attempt = ?2",
+    /* attempt 0 means the job's current one, so a Done frame (which names no attempt) lands on
+     * the attempt that is running */
+    [STMT_ATTEMPT_DONE] = "UPDATE attempts SET done = ?3, done_error = ?4 WHERE job_id = ?1 AND "
+                          "attempt = CASE WHEN ?2 = 0 THEN (SELECT attempt FROM jobs WHERE id = ?1) "
+                          "ELSE ?2 END",
+    [STMT_CANCEL_REQUEST] = "UPDATE jobs SET cancel_requested = 1, updated_ms = ?2 WHERE id = ?1",
 };
 
 static const char schema_sql[] =
@@ -113,8 +127,22 @@ static const char schema_sql[] =
     "  total_steps INTEGER NOT NULL, epoch INTEGER NOT NULL, samples INTEGER NOT NULL,"
     "  tokens INTEGER NOT NULL, loss REAL NOT NULL, lr REAL NOT NULL, grad_norm REAL NOT NULL,"
     "  step_seconds REAL NOT NULL, tokens_per_second REAL NOT NULL, unix_ms INTEGER NOT NULL,"
-    "  PRIMARY KEY(job_id, step)) WITHOUT ROWID;"
-    "PRAGMA user_version = 1;";
+    "  PRIMARY KEY(job_id, step)) WITHOUT ROWID;";
+
+/* Schema version 2 (the scheduler): the process of each attempt (leader pid, its start time
+ * from /proc/PID/stat, its process group) or its Slurm job id, the Done a worker reported for
+ * it, and a cancel
+ * that is waiting for the attempt's processes to end. Columns are added, never changed, so a
+ * version-1 database keeps every job. */
+enum { SCHEMA_VERSION = 2 };
+static const char migrate_v2_sql[] =
+    "ALTER TABLE attempts ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE attempts ADD COLUMN pid_start INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE attempts ADD COLUMN pgid INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE attempts ADD COLUMN done INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE attempts ADD COLUMN done_error TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE attempts ADD COLUMN slurm_id TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;";
 
 struct job_store {
     sqlite3      *db;
@@ -172,6 +200,37 @@ static int mkdir_if_missing(const char *path, adapt_error *err)
     return ADAPT_OK;
 }
 
+static int user_version(job_store_t *js, int *v)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(js->db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK) return -1;
+    int ok = sqlite3_step(s) == SQLITE_ROW;
+    if (ok) *v = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return ok ? 0 : -1;
+}
+
+/* Brings a database of an older schema up to SCHEMA_VERSION in one transaction (a database
+ * just created has user_version 0 and the version-1 tables); refuses one from a newer adaptd. */
+static int schema_migrate(job_store_t *js, const char *path, adapt_error *err)
+{
+    int v = 0;
+    if (user_version(js, &v) != 0) return db_fail(js, err, "reading user_version");
+    if (v > SCHEMA_VERSION)
+        return adapt_fail(err, ADAPT_EUNSUPPORTED, "job store %s has schema version %d; this adaptd "
+                          "knows %d: run the newer adaptd that wrote it", path, v, SCHEMA_VERSION);
+    if (v == SCHEMA_VERSION) return ADAPT_OK;
+    char *msg = NULL, sql[sizeof migrate_v2_sql + 96];
+    snprintf(sql, sizeof sql, "BEGIN IMMEDIATE; %s PRAGMA user_version = %d; COMMIT;",
+             migrate_v2_sql, SCHEMA_VERSION);
+    if (sqlite3_exec(js->db, sql, NULL, NULL, &msg) == SQLITE_OK) return ADAPT_OK;
+    int rc = adapt_fail(err, ADAPT_EIO, "job store %s: migrating schema %d to %d: %s", path, v,
+                        SCHEMA_VERSION, msg ? msg : "?");
+    sqlite3_free(msg);
+    sqlite3_exec(js->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
 int job_store_open(job_store_t **out, const char *state_dir, adapt_error *err)
 {
     *out = NULL;
@@ -204,6 +263,10 @@ int job_store_open(job_store_t **out, const char *state_dir, adapt_error *err)
         sqlite3_exec(js->db, schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
         rc = adapt_fail(err, ADAPT_EIO, "job store %s: schema: %s", path, msg ? msg : "?");
         sqlite3_free(msg);
+        job_store_close(js);
+        return rc;
+    }
+    if ((rc = schema_migrate(js, path, err)) != ADAPT_OK) {
         job_store_close(js);
         return rc;
     }
@@ -325,6 +388,7 @@ static int record_from_row(sqlite3_stmt *s, job_store_record *r)
     copy_text(r->error, sizeof r->error, s, 25);
     const unsigned char *spec = sqlite3_column_text(s, 26);
     r->spec_json = strdup(spec ? (const char *)spec : "{}");
+    r->cancel_requested = sqlite3_column_int(s, 27);
     return r->spec_json ? ADAPT_OK : ADAPT_ENOMEM;
 }
 
@@ -403,7 +467,8 @@ static int transition_locked(job_store_t *js, const char *id, int to, const char
         return adapt_fail(err, ADAPT_EINVAL, "job %s: illegal transition %s -> %s", id,
                           job_store_state_name(from), job_store_state_name(to));
     int64_t t = now_ms();
-    if (from == JOB_STORE_STARTING || from == JOB_STORE_RUNNING) {
+    /* starting -> running is the same attempt going on; any other move out of them ends it */
+    if ((from == JOB_STORE_STARTING || from == JOB_STORE_RUNNING) && to != JOB_STORE_RUNNING) {
         sqlite3_stmt *c = js->stmt[STMT_ATTEMPT_CLOSE];
         sqlite3_bind_text(c, 1, id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(c, 2, attempt);
@@ -531,4 +596,104 @@ int job_store_ping(job_store_t *js, adapt_error *err)
     int step = sqlite3_step(s);
     sqlite3_reset(s);
     return step == SQLITE_ROW ? ADAPT_OK : db_fail(js, err, "ping");
+}
+
+int job_store_attempt_get(job_store_t *js, const char *id, uint32_t attempt, job_store_attempt *out,
+                          adapt_error *err)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *s = js->stmt[STMT_ATTEMPT_GET];
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, attempt);
+    int step = sqlite3_step(s), rc = ADAPT_OK;
+    if (step == SQLITE_ROW) {
+        out->attempt = (uint32_t)sqlite3_column_int64(s, 0);
+        out->started_ms = sqlite3_column_int64(s, 1);
+        out->ended_ms = sqlite3_column_int64(s, 2);
+        copy_text(out->outcome, sizeof out->outcome, s, 3);
+        copy_text(out->error, sizeof out->error, s, 4);
+        out->pid = sqlite3_column_int64(s, 5);
+        out->pid_start = (uint64_t)sqlite3_column_int64(s, 6);
+        out->pgid = sqlite3_column_int64(s, 7);
+        out->done = sqlite3_column_int(s, 8);
+        copy_text(out->done_error, sizeof out->done_error, s, 9);
+        copy_text(out->slurm_id, sizeof out->slurm_id, s, 10);
+    } else if (step == SQLITE_DONE) {
+        rc = adapt_fail(err, ADAPT_ENOTFOUND, "job %s has no attempt %u", id, attempt);
+    } else {
+        rc = db_fail(js, err, "reading an attempt");
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc;
+}
+
+int job_store_attempt_set_process(job_store_t *js, const char *id, uint32_t attempt, int64_t pid,
+                                  uint64_t pid_start, int64_t pgid, adapt_error *err)
+{
+    sqlite3_stmt *s = js->stmt[STMT_ATTEMPT_PROCESS];
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, attempt);
+    sqlite3_bind_int64(s, 3, pid);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)pid_start);
+    sqlite3_bind_int64(s, 5, pgid);
+    int rc = stmt_run(js, s, err, "storing an attempt's process");
+    if (rc == ADAPT_OK && sqlite3_changes(js->db) == 0)
+        rc = adapt_fail(err, ADAPT_ENOTFOUND, "job %s has no attempt %u", id, attempt);
+    return rc;
+}
+
+int job_store_attempt_set_done(job_store_t *js, const char *id, uint32_t attempt, int done,
+                               const char *error, adapt_error *err)
+{
+    if (done < JOB_STORE_DONE_NONE || done > JOB_STORE_DONE_STOPPED)
+        return adapt_fail(err, ADAPT_EINVAL, "job %s: done outcome %d out of range", id, done);
+    sqlite3_stmt *s = js->stmt[STMT_ATTEMPT_DONE];
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, attempt);
+    sqlite3_bind_int(s, 3, done);
+    sqlite3_bind_text(s, 4, error ? error : "", -1, SQLITE_STATIC);
+    int rc = stmt_run(js, s, err, "storing an attempt's outcome");
+    if (rc == ADAPT_OK && sqlite3_changes(js->db) == 0)
+        rc = adapt_fail(err, ADAPT_ENOTFOUND, "job %s has no attempt %u (has it started?)", id,
+                        attempt);
+    return rc;
+}
+
+int job_store_request_cancel(job_store_t *js, const char *id, adapt_error *err)
+{
+    sqlite3_stmt *s = js->stmt[STMT_CANCEL_REQUEST];
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, now_ms());
+    int rc = stmt_run(js, s, err, "storing a cancel request");
+    if (rc == ADAPT_OK && sqlite3_changes(js->db) == 0)
+        rc = adapt_fail(err, ADAPT_ENOTFOUND, "no job with id %s", id);
+    return rc;
+}
+
+int job_store_attempt_set_slurm_id(job_store_t *js, const char *id, uint32_t attempt,
+                                   const char *slurm_id, adapt_error *err)
+{
+    sqlite3_stmt *s = js->stmt[STMT_ATTEMPT_SLURM];
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, attempt);
+    sqlite3_bind_text(s, 3, slurm_id, -1, SQLITE_STATIC);
+    int rc = stmt_run(js, s, err, "storing an attempt's Slurm job id");
+    if (rc == ADAPT_OK && sqlite3_changes(js->db) == 0)
+        rc = adapt_fail(err, ADAPT_ENOTFOUND, "job %s has no attempt %u", id, attempt);
+    return rc;
+}
+
+int job_store_attempt_count(job_store_t *js, const char *id, int outcome, uint32_t *n,
+                            adapt_error *err)
+{
+    sqlite3_stmt *s = js->stmt[STMT_ATTEMPT_COUNT];
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, job_store_state_name(outcome), -1, SQLITE_STATIC);
+    int step = sqlite3_step(s);
+    *n = step == SQLITE_ROW ? (uint32_t)sqlite3_column_int64(s, 0) : 0;
+    int rc = step == SQLITE_ROW ? ADAPT_OK : db_fail(js, err, "counting attempts");
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc;
 }

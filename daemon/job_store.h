@@ -78,6 +78,7 @@ typedef struct job_store_record {
     char     last_checkpoint[1024];
     char     error[512];
     char    *spec_json;
+    int      cancel_requested;   /* a cancel waits for the attempt's processes to end */
 } job_store_record;
 
 void job_store_record_clear(job_store_record *r);
@@ -111,6 +112,50 @@ int job_store_count_by_state(job_store_t *js, uint64_t counts[JOB_STORE_STATE_CO
                              adapt_error *err);
 /* The folder of one job: state_dir/jobs/ID. */
 int job_store_job_dir(job_store_t *js, const char *id, char *buf, size_t size);
+/* What the worker's Done frame said about an attempt. */
+enum job_store_done {
+    JOB_STORE_DONE_NONE = 0,    /* no Done (yet) */
+    JOB_STORE_DONE_OK,          /* finished its work */
+    JOB_STORE_DONE_FAILED,      /* failed; another attempt may succeed */
+    JOB_STORE_DONE_FATAL,       /* failed for a reason no retry can fix (a spec or input error) */
+    JOB_STORE_DONE_STOPPED,     /* stopped from outside after a complete checkpoint: resumable */
+};
+
+/* One attempt of a job: when it ran, the process that ran it, what it reported. */
+typedef struct job_store_attempt {
+    uint32_t attempt;
+    int64_t  started_ms, ended_ms;    /* ended_ms 0: still open */
+    char     outcome[16];             /* the state the job left this attempt for, or "" */
+    char     error[512];
+    int64_t  pid;                     /* the launcher's leader process; 0 = not spawned (yet) */
+    uint64_t pid_start;               /* its start time (/proc/PID/stat field 22, clock ticks) */
+    int64_t  pgid;                    /* its process group (and session) */
+    int      done;                    /* enum job_store_done */
+    char     done_error[512];
+    char     slurm_id[64];            /* launcher "slurm": the Slurm job id; "" otherwise */
+} job_store_attempt;
+
+int job_store_attempt_get(job_store_t *js, const char *id, uint32_t attempt, job_store_attempt *out,
+                          adapt_error *err);
+/* Records the process of an attempt right after it is spawned, so a restarted daemon can tell
+ * whether that process still runs (pid and start time) and wait for its group to end. */
+int job_store_attempt_set_process(job_store_t *js, const char *id, uint32_t attempt, int64_t pid,
+                                  uint64_t pid_start, int64_t pgid, adapt_error *err);
+/* Records the Slurm job id of an attempt once sbatch has answered (a restarted daemon adopts
+ * the Slurm job by it). */
+int job_store_attempt_set_slurm_id(job_store_t *js, const char *id, uint32_t attempt,
+                                   const char *slurm_id, adapt_error *err);
+/* Records a worker's Done (enum job_store_done) on attempt `attempt`, 0 = the job's current. */
+int job_store_attempt_set_done(job_store_t *js, const char *id, uint32_t attempt, int done,
+                               const char *error, adapt_error *err);
+/* How many attempts of job id ended in state `outcome` (e.g. preempted ones, which do not use
+ * up max_restarts). */
+int job_store_attempt_count(job_store_t *js, const char *id, int outcome, uint32_t *n,
+                            adapt_error *err);
+/* Marks a cancel that takes effect once the running attempt has stopped (it survives a restart
+ * of the daemon). */
+int job_store_request_cancel(job_store_t *js, const char *id, adapt_error *err);
+
 /* A cheap query that proves the database answers (readiness). */
 int job_store_ping(job_store_t *js, adapt_error *err);
 

@@ -332,6 +332,13 @@ static int store_hello(job_store_t *js, const Adaptd__Hello *h, adapt_error *err
     return job_store_transition(js, h->job_id, JOB_STORE_RUNNING, NULL, err);
 }
 
+int link_done_outcome(const Adaptd__Done *d)
+{
+    /* a stopped worker (ok=false, stopped=true) left a complete checkpoint to resume from */
+    return d->ok ? JOB_STORE_DONE_OK : d->fatal ? JOB_STORE_DONE_FATAL
+         : d->stopped ? JOB_STORE_DONE_STOPPED : JOB_STORE_DONE_FAILED;
+}
+
 int link_store_frame(job_store_t *js, const Adaptd__LinkFrame *f, adapt_error *err)
 {
     switch (f->body_case) {
@@ -352,9 +359,8 @@ int link_store_frame(job_store_t *js, const Adaptd__LinkFrame *f, adapt_error *e
         if (!f->checkpoint->complete) return ADAPT_OK;         /* only a whole one can resume */
         return job_store_set_checkpoint(js, f->checkpoint->job_id, f->checkpoint->path, err);
     case ADAPTD__LINK_FRAME__BODY_DONE:
-        return job_store_transition(js, f->done->job_id,
-                                    f->done->ok ? JOB_STORE_SUCCEEDED : JOB_STORE_FAILED,
-                                    f->done->ok ? NULL : f->done->error, err);
+        return job_store_attempt_set_done(js, f->done->job_id, 0, link_done_outcome(f->done),
+                                          f->done->ok ? NULL : f->done->error, err);
     case ADAPTD__LINK_FRAME__BODY_HEARTBEAT:
         return ADAPT_OK;
     default:

@@ -68,8 +68,11 @@ uint32_t    link_peer_rank(const link_peer_t *peer);
 
 /* Applies one frame to the job store: Hello moves a starting job to running (and is refused for
  * a job that is not starting or running), Progress from rank 0 becomes the job's progress and a
- * metrics row, a complete Checkpoint its last checkpoint, Done its final state. Heartbeats are
- * accepted and change nothing here. */
+ * metrics row, a complete Checkpoint its last checkpoint, Done is recorded on the job's current
+ * attempt (the scheduler decides the job's state once the attempt's processes have exited: a
+ * Done ok followed by a crash is not a success). Heartbeats change nothing here. */
 int link_store_frame(job_store_t *js, const Adaptd__LinkFrame *f, adapt_error *err);
+/* What a Done frame says, as enum job_store_done. */
+int link_done_outcome(const Adaptd__Done *d);
 
 #endif

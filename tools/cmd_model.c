@@ -1,14 +1,18 @@
 /* cmd_model: `adaptctl model info` (what a Qwen2-VL config is and what training it costs) and
  * `adaptctl model init` (a randomly initialised model in the Hugging Face layout, so tests,
- * benchmarks and the embedded default can make small models that transformers loads unchanged).
+ * benchmarks and the embedded default can make small models that transformers loads unchanged),
+ * `adaptctl model generate` (one prompt through worker/generate.c, for users and the reference
+ * test against transformers' generate).
  *
  * The one idea: both commands go through the model's own layout and activation plan
  * (qwen2vl_layout, qwen2vl_activation_floats), so the counts printed are the ones the trainer
  * allocates, not a separate estimate that could drift from it. */
 #include "commands.h"
+#include "generate.h"
 #include "model_config.h"
 #include "qwen2vl.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,5 +236,172 @@ int cmd_model_init(int argc, char **argv)
     if (!rc)
         printf("wrote %s: %zu parameters, seed %ld\n", out, qwen2vl_num_params(m), seed);
     qwen2vl_free(m);
+    return rc;
+}
+
+static void generate_usage(FILE *out)
+{
+    fprintf(out,
+        "usage: adaptctl model generate --model DIR --prompt TEXT [--image FILE]\n"
+        "         [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--keep-special]\n"
+        "         [--stop STR]... [--stop-id ID]... [--json]\n"
+        "  DIR holds config.json, the weights and tokenizer.json. TEXT is the whole prompt with\n"
+        "  special tokens written out; with --image, it holds one <|image_pad|> (inside\n"
+        "  <|vision_start|><|vision_end|>), expanded to the image's token count.\n"
+        "  --max-new-tokens N  default 64       --temperature T  default 0 (greedy)\n"
+        "  --top-p P           default 1 (off)  --seed S         sampling seed, default 0\n"
+        "  --keep-special      special tokens stay in the text (eos included)\n"
+        "  --stop STR          stop when the text reaches STR (cut before it); repeatable\n"
+        "  --stop-id ID        stop at this token id besides the model's eos ids; repeatable\n"
+        "  --json              print {\"text\", \"ids\", \"stop_reason\"} instead of the text\n");
+}
+
+static int read_whole_file(const char *path, uint8_t **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "adaptctl model generate: cannot read %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 1 << 16, n = 0;
+    uint8_t *buf = malloc(cap);
+    size_t r;
+    while (buf && (r = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += r;
+        if (n == cap) {
+            uint8_t *nb = realloc(buf, cap *= 2);
+            if (!nb) { free(buf); buf = NULL; }
+            else buf = nb;
+        }
+    }
+    int bad = !buf || ferror(f);
+    fclose(f);
+    if (bad) {
+        fprintf(stderr, "adaptctl model generate: reading %s failed\n", path);
+        free(buf);
+        return -1;
+    }
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+static const char *stop_reason_name(int r)
+{
+    switch (r) {
+    case GEN_STOP_EOS: return "eos";
+    case GEN_STOP_ID: return "stop_id";
+    case GEN_STOP_STRING: return "stop_string";
+    case GEN_STOP_LENGTH: return "length";
+    default: return "unknown";
+    }
+}
+
+static int parse_float(const char *s, const char *opt, float *out)
+{
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || *end || end == s) {
+        fprintf(stderr, "adaptctl model generate: %s wants a number, got '%s'\n", opt, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int generate_print(const gen_result *r, int json)
+{
+    if (!json) {
+        printf("%s\n", r->text ? r->text : "");
+        return 0;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON *ids = cJSON_CreateArray();
+    if (!o || !ids) { cJSON_Delete(o); cJSON_Delete(ids); return -1; }
+    for (size_t i = 0; i < r->n_ids; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(r->ids[i]));
+    cJSON_AddStringToObject(o, "text", r->text ? r->text : "");
+    cJSON_AddItemToObject(o, "ids", ids);
+    cJSON_AddStringToObject(o, "stop_reason", stop_reason_name(r->stop_reason));
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s) return -1;
+    printf("%s\n", s);
+    free(s);
+    return 0;
+}
+
+int cmd_model_generate(int argc, char **argv)
+{
+    const char *model = NULL, *prompt = NULL, *image = NULL;
+    gen_options o = { .max_new_tokens = 64, .temperature = 0.0f, .top_p = 1.0f };
+    const char **stops = calloc((size_t)argc + 1, sizeof *stops);
+    int32_t *stop_ids = calloc((size_t)argc + 1, sizeof *stop_ids);
+    size_t n_stops = 0, n_stop_ids = 0;
+    int json = 0, rc = ADAPTCTL_EXIT_USAGE;
+    if (!stops || !stop_ids) {
+        fprintf(stderr, "adaptctl model generate: out of memory\n");
+        free(stops);
+        free(stop_ids);
+        return ADAPTCTL_EXIT_FAULT;
+    }
+    long v;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        int has = i + 1 < argc;
+        if (!strcmp(s, "--help") || !strcmp(s, "-h")) { generate_usage(stdout); rc = 0; goto done; }
+        if (!strcmp(s, "--model") && has) model = argv[++i];
+        else if (!strcmp(s, "--prompt") && has) prompt = argv[++i];
+        else if (!strcmp(s, "--image") && has) image = argv[++i];
+        else if (!strcmp(s, "--stop") && has) stops[n_stops++] = argv[++i];
+        else if (!strcmp(s, "--keep-special")) o.keep_special = 1;
+        else if (!strcmp(s, "--json")) json = 1;
+        else if (!strcmp(s, "--max-new-tokens") && has) {
+            if (parse_count(argv[++i], s, 1L << 20, &v)) goto done;
+            o.max_new_tokens = (uint32_t)v;
+        } else if (!strcmp(s, "--seed") && has) {
+            if (parse_count(argv[++i], s, 0x7fffffffffffffffL, &v)) goto done;
+            o.seed = (uint64_t)v;
+        } else if (!strcmp(s, "--stop-id") && has) {
+            if (parse_count(argv[++i], s, 0x7fffffffL, &v)) goto done;
+            stop_ids[n_stop_ids++] = (int32_t)v;
+        } else if (!strcmp(s, "--temperature") && has) {
+            if (parse_float(argv[++i], s, &o.temperature)) goto done;
+        } else if (!strcmp(s, "--top-p") && has) {
+            if (parse_float(argv[++i], s, &o.top_p)) goto done;
+        } else {
+            fprintf(stderr, "adaptctl model generate: unknown or incomplete argument '%s'\n", s);
+            generate_usage(stderr);
+            goto done;
+        }
+    }
+    if (!model || !prompt) {
+        fprintf(stderr, "adaptctl model generate: --model and --prompt are required\n");
+        generate_usage(stderr);
+        goto done;
+    }
+    o.stop_strings = stops;
+    o.n_stop_strings = n_stops;
+    o.stop_ids = stop_ids;
+    o.n_stop_ids = n_stop_ids;
+    rc = ADAPTCTL_EXIT_FAULT;
+    uint8_t *img = NULL;
+    size_t img_len = 0;
+    if (image && read_whole_file(image, &img, &img_len)) goto done;
+    adapt_error err = {0};
+    gen_t *g = NULL;
+    gen_prompt p = { .text = prompt, .image = img, .image_len = img_len };
+    gen_result r = {0};
+    if (gen_open(&g, model, &err) || gen_run(g, &p, 1, &o, &r, &err)) {
+        fprintf(stderr, "adaptctl model generate: %s\n", err.message);
+    } else {
+        rc = generate_print(&r, json) ? ADAPTCTL_EXIT_FAULT : ADAPTCTL_EXIT_OK;
+        gen_result_clear(&r);
+    }
+    gen_close(g);
+    free(img);
+done:
+    free(stops);
+    free(stop_ids);
     return rc;
 }

@@ -5,28 +5,34 @@
  * and hands both down; a signal handler only records which signal came, and the loop acts on it
  * at the next step boundary, where a checkpoint is consistent. Under mpirun every rank runs this
  * same main; without a launcher it is a world of one. Rank 0 also reports to the daemon over the
- * worker link when ADAPTD_LINK names one. */
+ * worker link (link_client) when ADAPTD_LINK names one; the exit codes (0 done, 1 retry, 2 do not
+ * retry) are link_client.h's contract with the daemon. */
 #include "comm.h"
 #include "error.h"
+#include "job_kinds.h"
+#include "link_client.h"
 #include "train.h"
 #include "train_spec.h"
 
-#include <arpa/inet.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
-static volatile sig_atomic_t signal_flag = TRAIN_SIGNAL_NONE;
+/* Atomic, not volatile sig_atomic_t: the handler (on whichever thread the kernel picks) and the
+ * link thread (Control frames) write it while the training loop reads it. */
+static atomic_int signal_flag = TRAIN_SIGNAL_NONE;
 
 static void signal_record(int signo)
 {
     /* SIGTERM (Slurm's time limit, a cancel) outranks SIGUSR1 (checkpoint and go on). */
-    if (signo == SIGTERM) signal_flag = TRAIN_SIGNAL_STOP;
-    else if (signal_flag == TRAIN_SIGNAL_NONE) signal_flag = TRAIN_SIGNAL_CHECKPOINT;
+    if (signo == SIGTERM) {
+        atomic_store(&signal_flag, TRAIN_SIGNAL_STOP);
+    } else {
+        int expect = TRAIN_SIGNAL_NONE;
+        atomic_compare_exchange_strong(&signal_flag, &expect, TRAIN_SIGNAL_CHECKPOINT);
+    }
 }
 
 static void signals_install(void)
@@ -41,114 +47,63 @@ static void signals_install(void)
     sigaction(SIGUSR1, &sa, NULL);
 }
 
-/* The daemon's worker link (ADAPTD_LINK names its Unix socket): rank 0 sends Hello, then a
- * Progress frame per step, a Checkpoint frame per checkpoint and Done at the end, each as a
- * 4-byte big-endian length + a packed LinkFrame. The link only reports: when it breaks,
- * training goes on and the JSON lines on stdout remain. */
+/* The exit code for a failure (link_client.h has the contract). */
+static int exit_code_of(int code)
+{
+    return link_client_error_fatal(code) ? LINK_CLIENT_EXIT_FATAL : LINK_CLIENT_EXIT_FAILED;
+}
+
+/* Rank 0's worker link as train_events' context: the client (NULL without ADAPTD_LINK, and on
+ * every other rank) and the last step reported, for Done. */
 typedef struct worker_link {
-    int         fd;         /* -1: no link */
-    const char *job_id;
-    uint64_t    step;       /* the last step reported */
+    link_client_t *client;
+    uint64_t       step;
 } worker_link;
 
-static void link_send(worker_link *l, Adaptd__LinkFrame *f)
+static int worker_link_open(worker_link *l, int rank, int world, adapt_error *err)
 {
-    if (l->fd < 0) return;
-    size_t n = adaptd__link_frame__get_packed_size(f);
-    uint8_t *buf = malloc(n + 4);
-    int ok = buf != NULL;
-    if (ok) {
-        uint32_t be = htonl((uint32_t)n);
-        memcpy(buf, &be, 4);
-        adaptd__link_frame__pack(f, buf + 4);
-        for (size_t off = 0; ok && off < n + 4;) {
-            ssize_t w = send(l->fd, buf + off, n + 4 - off, MSG_NOSIGNAL);
-            ok = w > 0;
-            off += ok ? (size_t)w : 0;
-        }
-    }
-    free(buf);
-    if (!ok) {
-        fprintf(stderr, "adapt-worker: the daemon link broke; progress goes to stdout only\n");
-        close(l->fd);
-        l->fd = -1;
-    }
-}
-
-static void link_open(worker_link *l, int rank, int world)
-{
-    const char *path = getenv("ADAPTD_LINK");
-    l->fd = -1;
-    l->job_id = getenv("ADAPTD_JOB_ID") ? getenv("ADAPTD_JOB_ID") : "";
+    link_client_options o;
+    int have = 0;
+    l->client = NULL;
     l->step = 0;
-    if (!path || !*path || rank != 0) return;
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof sa.sun_path) {
-        fprintf(stderr, "adapt-worker: ADAPTD_LINK %s: path too long for a Unix socket\n", path);
-        return;
-    }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    l->fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (l->fd < 0 || connect(l->fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        fprintf(stderr, "adapt-worker: cannot connect to ADAPTD_LINK %s; progress goes to "
-                "stdout only\n", path);
-        if (l->fd >= 0) close(l->fd);
-        l->fd = -1;
-        return;
-    }
-    Adaptd__Hello h = ADAPTD__HELLO__INIT;
-    h.job_id = (char *)l->job_id;
-    h.world_size = (uint32_t)world;
-    h.pid = getpid();
-    h.worker_version = "1";
-    h.protocol = 1;
-    Adaptd__LinkFrame f = ADAPTD__LINK_FRAME__INIT;
-    f.body_case = ADAPTD__LINK_FRAME__BODY_HELLO;
-    f.hello = &h;
-    link_send(l, &f);
+    if (rank != 0) return ADAPT_OK;
+    int rc = link_client_env(&o, &have, err);
+    if (rc != ADAPT_OK || !have) return rc;
+    o.world = (uint32_t)world;
+    o.signal = &signal_flag;
+    return link_client_start(&l->client, &o, err);
 }
 
-static void link_progress(void *ctx, const Adaptd__Progress *p)
+static void worker_link_progress(void *ctx, const Adaptd__Progress *p)
 {
     worker_link *l = ctx;
-    Adaptd__Progress copy = *p;
-    copy.job_id = (char *)l->job_id;
     l->step = p->step;
-    Adaptd__LinkFrame f = ADAPTD__LINK_FRAME__INIT;
-    f.body_case = ADAPTD__LINK_FRAME__BODY_PROGRESS;
-    f.progress = &copy;
-    link_send(l, &f);
+    link_client_progress(l->client, p);
 }
 
-static void link_checkpoint(void *ctx, uint64_t step, const char *dir)
+static void worker_link_checkpoint(void *ctx, uint64_t step, const char *dir)
 {
     worker_link *l = ctx;
-    Adaptd__Checkpoint c = ADAPTD__CHECKPOINT__INIT;
-    c.job_id = (char *)l->job_id;
-    c.step = step;
-    c.path = (char *)dir;
-    c.complete = 1;
-    Adaptd__LinkFrame f = ADAPTD__LINK_FRAME__INIT;
-    f.body_case = ADAPTD__LINK_FRAME__BODY_CHECKPOINT;
-    f.checkpoint = &c;
-    link_send(l, &f);
+    link_client_checkpoint(l->client, step, dir);
 }
 
-static void link_close(worker_link *l, int ok, const char *error, const char *output_dir)
+/* Done (rc: train_run's result, or a negative code), then the link is closed. */
+static void worker_link_close(worker_link *l, int rc, const adapt_error *err,
+                              const char *output_dir)
 {
-    if (l->fd < 0) return;
-    Adaptd__Done d = ADAPTD__DONE__INIT;
-    d.job_id = (char *)l->job_id;
-    d.ok = ok;
-    d.error = (char *)(error ? error : "");
-    d.output_dir = (char *)output_dir;
-    d.step = l->step;
-    Adaptd__LinkFrame f = ADAPTD__LINK_FRAME__INIT;
-    f.body_case = ADAPTD__LINK_FRAME__BODY_DONE;
-    f.done = &d;
-    link_send(l, &f);
-    if (l->fd >= 0) close(l->fd);
-    l->fd = -1;
+    if (!l->client) return;
+    char stopped[128];
+    const char *msg = NULL;
+    if (rc < 0) msg = err->message;
+    else if (rc == TRAIN_STOPPED) {
+        snprintf(stopped, sizeof stopped, "stopped after the checkpoint of step %llu",
+                 (unsigned long long)l->step);
+        msg = stopped;
+    }
+    link_client_done(l->client, rc == 0, rc < 0 && link_client_error_fatal(err->code),
+                     rc == TRAIN_STOPPED, msg, output_dir, l->step);
+    link_client_close(l->client);
+    l->client = NULL;
 }
 
 static void usage(FILE *out)
@@ -156,13 +111,29 @@ static void usage(FILE *out)
     fprintf(out,
         "usage: adapt-worker train --spec JOB.json [--resume | --resume-from CHECKPOINT]\n"
         "       adapt-worker loss --spec JOB.json --model DIR [--corpus DIR]\n"
+        "       adapt-worker synthesize|filter|evaluate --spec JOB.json\n"
         "  train   trains as the spec says (a JobSpec or a bare TrainSpec), one JSON progress\n"
         "          line per step on stdout; under mpirun each rank takes its part of every step.\n"
         "          SIGUSR1 checkpoints at the next step, SIGTERM checkpoints and exits 0;\n"
         "          --resume continues from the newest complete checkpoint in OUTPUT/checkpoints,\n"
         "          --resume-from from the one named, refused unless complete\n"
         "  loss    prints {\"loss\": L, \"tokens\": N}: the mean masked cross-entropy of the model\n"
-        "          in DIR over every record of the corpus (default: the spec's)\n");
+        "          in DIR over every record of the corpus (default: the spec's)\n"
+        "  synthesize, filter, evaluate   the paper's pipeline steps (worker/job_kinds.h): each\n"
+        "          rank takes base shards r, r+N, ...; finished output shards are skipped on a\n"
+        "          rerun; one JSON line per shard on stdout\n"
+        "exit codes:\n"
+        "  0  success, or stopped by SIGTERM (or the daemon's stop) after a complete checkpoint\n"
+        "  1  runtime failure (I/O, memory, MPI, a signal): adaptd retries the job\n"
+        "  2  usage, spec or input error (bad argument or spec, a missing or damaged model,\n"
+        "     corpus or checkpoint, a configuration refused): adaptd does not retry\n"
+        "environment (set by adaptd):\n"
+        "  ADAPTD_LINK          the daemon's Unix socket: rank 0 reports Hello, progress,\n"
+        "                       checkpoints, heartbeats and Done, and takes checkpoint / stop\n"
+        "  ADAPTD_JOB_ID, ADAPTD_ATTEMPT   named in every frame / in Hello\n"
+        "  ADAPTD_HEARTBEAT_MS  heartbeat period (5000)\n"
+        "  ADAPTD_DONE_WAIT_MS  how long the exit waits for a lost link to carry Done (30000)\n"
+        "  ADAPTD_LOG_DIR       each rank's stdout and stderr go to DIR/rank-R.log\n");
 }
 
 typedef struct worker_args {
@@ -195,72 +166,146 @@ static int args_parse(int argc, char **argv, worker_args *a)
     return 0;
 }
 
-static int command_loss(const worker_args *a, const Adaptd__TrainSpec *spec)
+static int command_loss(const worker_args *a, int *argc, char ***argv)
 {
     if (!a->model) {
         fprintf(stderr, "adapt-worker loss: --model is required\n");
-        return 2;
+        return LINK_CLIENT_EXIT_FATAL;
     }
+    Adaptd__JobSpec *job = NULL;
+    Adaptd__TrainSpec *spec = NULL;
     adapt_error err = {0};
+    if (train_spec_load(a->spec, &job, &spec, &err)) {
+        fprintf(stderr, "adapt-worker loss: %s\n", err.message);
+        return exit_code_of(err.code);
+    }
     double loss;
     uint64_t tokens;
+    int rc = LINK_CLIENT_EXIT_OK;
     if (train_eval_loss(spec, a->model, a->corpus, &loss, &tokens, &err)) {
         fprintf(stderr, "adapt-worker loss: %s\n", err.message);
-        return 1;
+        rc = exit_code_of(err.code);
+    } else {
+        printf("{\"loss\": %.7g, \"tokens\": %llu}\n", loss, (unsigned long long)tokens);
     }
-    printf("{\"loss\": %.7g, \"tokens\": %llu}\n", loss, (unsigned long long)tokens);
-    return 0;
+    if (job) train_spec_free_job(job);
+    else train_spec_free(spec);
+    return rc;
 }
 
-static int command_train(const worker_args *a, const Adaptd__TrainSpec *spec, int *argc,
-                         char ***argv)
+/* MPI first, so that rank 0 can tell the daemon (Done, fatal) about a spec it refuses. */
+static int command_train(const worker_args *a, int *argc, char ***argv)
 {
     adapt_error err = {0};
     comm *c = NULL;
     if (comm_init(&c, argc, argv, &err)) {
         fprintf(stderr, "adapt-worker train: %s\n", err.message);
-        return 1;
+        return exit_code_of(err.code);
+    }
+    int rank = comm_rank(c);
+    /* main guessed the rank from the launcher's environment; MPI has the last word */
+    if (rank != link_client_env_rank() &&
+        link_client_logs(getenv("ADAPTD_LOG_DIR"), rank, &err) != ADAPT_OK) {
+        fprintf(stderr, "adapt-worker train: rank %d: %s\n", rank, err.message);
+        comm_close(c);
+        return LINK_CLIENT_EXIT_FAILED;
     }
     signals_install();
     worker_link link;
-    link_open(&link, comm_rank(c), comm_world(c));
-    train_options opt = { .spec = spec, .resume = a->resume, .resume_from = a->resume_from,
-                          .signal = &signal_flag,
-                          .progress = stdout,
-                          .events = { link_progress, link_checkpoint, &link } };
-    int rc = train_run(c, &opt, &err);
-    link_close(&link, rc >= 0, rc < 0 ? err.message : NULL, spec->output_dir);
+    if (worker_link_open(&link, rank, comm_world(c), &err) != ADAPT_OK) {
+        fprintf(stderr, "adapt-worker train: %s\n", err.message);
+        comm_close(c);
+        return exit_code_of(err.code);
+    }
+    Adaptd__JobSpec *job = NULL;
+    Adaptd__TrainSpec *spec = NULL;
+    int rc = train_spec_load(a->spec, &job, &spec, &err);
+    const char *where = rc == ADAPT_OK ? a->spec : NULL;   /* a spec error names its file */
+    if (rc == ADAPT_OK) {
+        train_options opt = { .spec = spec, .resume = a->resume, .resume_from = a->resume_from,
+                              .signal = &signal_flag, .progress = stdout,
+                              .events = { worker_link_progress, worker_link_checkpoint, &link } };
+        rc = train_run(c, &opt, &err);
+        if (rc < 0 && err.code == ADAPT_OK) err.code = ADAPT_EIO;
+    }
+    worker_link_close(&link, rc, &err, spec ? spec->output_dir : NULL);
     if (rc < 0)
-        fprintf(stderr, "adapt-worker train: rank %d: %s: %s\n", comm_rank(c), a->spec,
-                err.message);
-    else if (rc == TRAIN_STOPPED && comm_rank(c) == 0)
+        fprintf(stderr, "adapt-worker train: rank %d: %s%s%s\n", rank, where ? where : "",
+                where ? ": " : "", err.message);
+    else if (rc == TRAIN_STOPPED && rank == 0)
         fprintf(stderr, "adapt-worker train: stopped by SIGTERM after a checkpoint\n");
+    if (job) train_spec_free_job(job);
+    else if (spec) train_spec_free(spec);
     comm_close(c);
-    return rc < 0 ? 1 : 0;
+    return rc < 0 ? exit_code_of(err.code) : LINK_CLIENT_EXIT_OK;
 }
+
+/* A finished shard or chunk as a Progress frame: step = this rank's units done. */
+static void job_unit_done(void *ctx, uint64_t done, uint64_t total, uint64_t records)
+{
+    Adaptd__Progress p = ADAPTD__PROGRESS__INIT;
+    p.step = done;
+    p.total_steps = total;
+    p.samples = records;
+    worker_link_progress(ctx, &p);
+}
+
+/* synthesize, filter, evaluate (job_kinds.h): rank 0 reports Hello, a Progress frame per
+ * finished shard and Done over the link. */
+static int command_job(const worker_args *a, int *argc, char ***argv)
+{
+    adapt_error err = {0};
+    comm *c = NULL;
+    if (comm_init(&c, argc, argv, &err)) {
+        fprintf(stderr, "adapt-worker %s: %s\n", a->command, err.message);
+        return exit_code_of(err.code);
+    }
+    worker_link link;
+    char out[4096] = "";
+    int rc = worker_link_open(&link, comm_rank(c), comm_world(c), &err);
+    job_run_options o = { .progress = stdout, .unit_done = job_unit_done, .ctx = &link };
+    if (rc == ADAPT_OK) rc = job_kinds_run(c, a->command, a->spec, &o, out, sizeof out, &err);
+    worker_link_close(&link, rc, &err, out);
+    if (rc < 0)
+        fprintf(stderr, "adapt-worker %s: rank %d: %s\n", a->command, comm_rank(c), err.message);
+    comm_close(c);
+    return rc < 0 ? exit_code_of(err.code) : LINK_CLIENT_EXIT_OK;
+}
+
+/* The subcommands; each loads its own spec and returns the process's exit code. */
+typedef int (*worker_command_fn)(const worker_args *a, int *argc, char ***argv);
+static const struct worker_command {
+    const char       *name;
+    worker_command_fn run;
+} worker_commands[] = {
+    { "train", command_train },
+    { "loss",  command_loss  },
+    { "synthesize", command_job },   /* the paper's pipeline (issue 8): job_kinds.h */
+    { "filter",     command_job },
+    { "evaluate",   command_job },
+};
 
 int main(int argc, char **argv)
 {
     worker_args a;
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         usage(stdout);
-        return 0;
+        return LINK_CLIENT_EXIT_OK;
     }
-    if (args_parse(argc, argv, &a) ||
-        (strcmp(a.command, "train") != 0 && strcmp(a.command, "loss") != 0)) {
-        usage(stderr);
-        return 2;
-    }
-    Adaptd__JobSpec *job = NULL;
-    Adaptd__TrainSpec *spec = NULL;
+    const struct worker_command *cmd = NULL;
+    int known = args_parse(argc, argv, &a) == 0;
+    for (size_t i = 0; known && i < sizeof worker_commands / sizeof worker_commands[0]; i++)
+        if (!strcmp(a.command, worker_commands[i].name)) cmd = &worker_commands[i];
+    /* Per-rank logs before anything else prints: the launcher's environment names the rank
+     * before MPI is up, so even a spec error lands in this rank's file. */
     adapt_error err = {0};
-    if (train_spec_load(a.spec, &job, &spec, &err)) {
-        fprintf(stderr, "adapt-worker %s: %s\n", a.command, err.message);
-        return 1;
+    if (link_client_logs(getenv("ADAPTD_LOG_DIR"), link_client_env_rank(), &err) != ADAPT_OK) {
+        fprintf(stderr, "adapt-worker: %s\n", err.message);
+        return LINK_CLIENT_EXIT_FAILED;
     }
-    int rc = !strcmp(a.command, "loss") ? command_loss(&a, spec)
-                                        : command_train(&a, spec, &argc, &argv);
-    if (job) train_spec_free_job(job);
-    else train_spec_free(spec);
-    return rc;
+    if (!cmd) {
+        usage(stderr);
+        return LINK_CLIENT_EXIT_FATAL;
+    }
+    return cmd->run(&a, &argc, &argv);
 }

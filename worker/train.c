@@ -421,7 +421,7 @@ static void progress_print(const train_state *st, const train_step_stats *s, FIL
 
 /* The signal flag, agreed on by every rank (a signal may reach the ranks at different steps):
  * the largest value any rank saw. */
-static int signal_agree(train_state *st, volatile sig_atomic_t *flag, int *value,
+static int signal_agree(train_state *st, atomic_int *flag, int *value,
                         adapt_error *err)
 {
     uint64_t seen[2] = { 0, 0 };
@@ -429,8 +429,10 @@ static int signal_agree(train_state *st, volatile sig_atomic_t *flag, int *value
     else if (flag && *flag == TRAIN_SIGNAL_CHECKPOINT) seen[1] = 1;
     if (st->world > 1 && comm_allreduce_sum_u64(st->c, seen, 2, err)) return -1;
     *value = seen[0] ? TRAIN_SIGNAL_STOP : seen[1] ? TRAIN_SIGNAL_CHECKPOINT : TRAIN_SIGNAL_NONE;
-    if (flag && *value == TRAIN_SIGNAL_CHECKPOINT && *flag == TRAIN_SIGNAL_CHECKPOINT)
-        *flag = TRAIN_SIGNAL_NONE;
+    /* compare-and-swap: a STOP arriving meanwhile must not be reset with the CHECKPOINT */
+    int expect = TRAIN_SIGNAL_CHECKPOINT;
+    if (flag && *value == TRAIN_SIGNAL_CHECKPOINT)
+        atomic_compare_exchange_strong(flag, &expect, TRAIN_SIGNAL_NONE);
     return 0;
 }
 
@@ -439,9 +441,11 @@ static int output_dirs_make(train_state *st, adapt_error *err)
     const char *out = st->spec->output_dir;
     snprintf(st->ckpt_root, sizeof st->ckpt_root, "%s/checkpoints", out);
     if (st->rank != 0) return 0;
+    /* a missing parent is the spec's fault (exit 2), anything else the file system's (exit 1) */
     if (mkdir(out, 0755) != 0 && errno != EEXIST)
-        return adapt_fail(err, ADAPT_EIO, "output_dir %s: cannot create it: %s (its parent must "
-                          "exist)", out, strerror(errno));
+        return adapt_fail(err, errno == ENOENT || errno == ENOTDIR ? ADAPT_ENOTFOUND : ADAPT_EIO,
+                          "output_dir %s: cannot create it: %s (its parent must exist)", out,
+                          strerror(errno));
     return 0;
 }
 

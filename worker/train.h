@@ -19,6 +19,7 @@
 #include "job.pb-c.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -42,7 +43,9 @@ typedef struct train_options {
     const Adaptd__TrainSpec *spec;
     int                      resume;    /* continue from the newest complete checkpoint */
     const char              *resume_from; /* or from this one, refused unless complete */
-    volatile sig_atomic_t   *signal;    /* may be NULL; the loop resets CHECKPOINT after use */
+    /* may be NULL; the loop resets CHECKPOINT after use. Atomic: the signal handler and the
+     * worker link's thread (Control frames) set it while the loop reads it. */
+    atomic_int              *signal;
     FILE                    *progress;  /* rank 0's JSON lines, one per step */
     train_events             events;
 } train_options;

@@ -48,7 +48,8 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 def start(tmp, extra=()):
     args = [ADAPTD, "--listen", "127.0.0.1:0", "--listen", "unix:" + os.path.join(tmp, "api.sock"),
             "--state-dir", os.path.join(tmp, "state"), "--data-root", os.path.join(tmp, "data"),
-            "--slots", "4", "--require-token", "--header-timeout-ms", "500", *extra]
+            "--slots", "4", "--require-token", "--header-timeout-ms", "500",
+            "--hold", *extra]   # --hold: jobs stay queued (daemon_jobs.py runs them)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     port, deadline = None, time.time() + 10
     while port is None and time.time() < deadline:

@@ -10,9 +10,14 @@
 #           (stage by stage, bit-identical when resumed inside stage 2)
 #   link    with ADAPTD_LINK naming a socket (a stand-in listener, link_listen.py), rank 0 sends
 #           Hello, one Progress frame per step, a Checkpoint frame per checkpoint, then Done
+#   link_daemon  link_listen.py plays a daemon that is killed and restarted twice: Hello again,
+#           the newest Checkpoint re-sent, heartbeats, Control CHECKPOINT writes one, Done after
+#           a late reconnect; Control STOP (Done stopped, exit 0); a bad spec (Done fatal, exit 2)
+#   logs    ADAPTD_LOG_DIR under mpirun -np 2: each rank's output in its own rank-R.log; a bad
+#           spec exits 2 with the error in both ranks' logs
 #   errors  bad spec, missing corpus, shards damaged mid-run: one clear line naming what and
-#           where, exit 1, the last complete checkpoint intact; an incomplete checkpoint and
-#           a fresh run over old checkpoints refused
+#           where, exit 2 (an input error: not retried), the last complete checkpoint intact; an
+#           incomplete checkpoint and a fresh run over old checkpoints refused
 # MPIRUN may be empty (ranks is then skipped); COMPARE_PY (train_compare.py, standard library
 # only) runs with $ADAPT_TEST_PYTHON, else PYTHON, else python3.
 # OMP_NUM_THREADS=1: the machine's cores are shared, and two ranks must not fight over them.
@@ -152,17 +157,29 @@ case_errors() {
     # a bad spec: an out-of-range value, named by its key
     spec bad 4 2 ', "warmup_ratio": 2'
     sed -i 's/"warmup_ratio": 0.1, //' "$T/bad.json"
-    expect 1 "$W" train --spec "$T/bad.json"
+    expect 2 "$W" train --spec "$T/bad.json"
     grep -q "warmup_ratio" "$T/err" || fail "bad spec: $(cat "$T/err")"
     [ "$(wc -l <"$T/err")" -eq 1 ] || fail "bad spec: more than one line: $(cat "$T/err")"
     # an unknown key
     spec bad 4 2 ', "learning_rate": 0.1'
-    expect 1 "$W" train --spec "$T/bad.json"
+    expect 2 "$W" train --spec "$T/bad.json"
     grep -q "learning_rate" "$T/err" || fail "unknown key: $(cat "$T/err")"
+    # an output_dir whose parent is missing: the spec's fault, exit 2
+    spec noparent 2 0
+    sed -i "s#\"output_dir\": \"$T/noparent\"#\"output_dir\": \"$T/nowhere/out\"#" "$T/noparent.json"
+    expect 2 "$W" train --spec "$T/noparent.json"
+    grep -q "$T/nowhere/out" "$T/err" || fail "missing output parent: $(cat "$T/err")"
+    # an I/O failure mid-run (the checkpoint folder cannot be made: a file is in its way) is
+    # worth a retry: exit 1
+    spec iofail 3 2
+    mkdir -p "$T/iofail"
+    : >"$T/iofail/checkpoints"
+    expect 1 "$W" train --spec "$T/iofail.json"
+    grep -q "checkpoint" "$T/err" || fail "checkpoint I/O failure: $(cat "$T/err")"
     # a missing corpus, named
     spec nocorpus 4 2
     sed -i "s#$T/corpus#$T/nowhere#" "$T/nocorpus.json"
-    expect 1 "$W" train --spec "$T/nocorpus.json"
+    expect 2 "$W" train --spec "$T/nocorpus.json"
     grep -q "$T/nowhere" "$T/err" || fail "missing corpus: $(cat "$T/err")"
     # shards damaged after step 2's checkpoint: the resumed run stops at the first step that
     # reads a damaged record, naming step, shard and record, and step 2's checkpoint stays
@@ -174,7 +191,7 @@ case_errors() {
         printf '\377' | dd of="$f" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
     done
     spec run 6 2
-    expect 1 "$W" train --spec "$T/run.json" --resume
+    expect 2 "$W" train --spec "$T/run.json" --resume
     N=$(sed -n 's/.*: step \([0-9]*\) (epoch.*/\1/p' "$T/err")
     [ -n "$N" ] && [ "$N" -ge 3 ] || fail "damaged shard: no step after 2 named: $(cat "$T/err")"
     grep -q "record" "$T/err" || fail "damaged shard: no record named: $(cat "$T/err")"
@@ -191,9 +208,9 @@ case_errors() {
     # old run's checkpoints
     cp -r "$ck" "$T/run/checkpoints/step-00000009"
     rm "$T/run/checkpoints/step-00000009/DONE"
-    expect 1 "$W" train --spec "$T/run.json" --resume-from "$T/run/checkpoints/step-00000009"
+    expect 2 "$W" train --spec "$T/run.json" --resume-from "$T/run/checkpoints/step-00000009"
     grep -q "step-00000009" "$T/err" || fail "incomplete checkpoint: $(cat "$T/err")"
-    expect 1 "$W" train --spec "$T/run.json"
+    expect 2 "$W" train --spec "$T/run.json"
     grep -q "already holds" "$T/err" || fail "fresh run over checkpoints: $(cat "$T/err")"
 }
 
@@ -230,7 +247,7 @@ case_link() {
     PY=${ADAPT_TEST_PYTHON:-$6}
     [ -x "$PY" ] || PY=$(command -v python3)
     spec run 6 3
-    "$PY" "$(dirname "$0")/link_listen.py" "$T/link.sock" "$T/link.json" &
+    "$PY" "$(dirname "$0")/link_listen.py" count "$T/link.sock" "$T/link.json" &
     listener=$!
     i=0
     while [ ! -S "$T/link.sock" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
@@ -245,9 +262,54 @@ case_link() {
     done
 }
 
+# the link client against a daemon that dies and comes back, Control frames, a fatal spec
+case_link_daemon() {
+    PY=${ADAPT_TEST_PYTHON:-$6}
+    [ -x "$PY" ] || PY=$(command -v python3)
+    L="$(dirname "$0")/link_listen.py"
+    mkdir -p "$T/o"
+    spec re 40 0
+    "$PY" "$L" reconnect "$T/d.sock" "$T/o" -- "$W" train --spec "$T/re.json" ||
+        fail "reconnect: $(tail -n 5 "$T/o/worker.log")"
+    grep -q "is down" "$T/o/worker.log" || fail "reconnect: the worker did not notice the link go"
+    spec stop 40 0
+    "$PY" "$L" stop "$T/d.sock" "$T/o" -- "$W" train --spec "$T/stop.json" ||
+        fail "stop: $(tail -n 5 "$T/o/worker.log")"
+    ls -d "$T"/stop/checkpoints/step-* >/dev/null 2>&1 || fail "stop: no checkpoint"
+    [ ! -e "$T/stop/model.safetensors" ] || fail "stop: the run went on to the end"
+    spec bad 4 0 ', "learning_rate": 0.1'
+    "$PY" "$L" fatal "$T/d.sock" "$T/o" -- "$W" train --spec "$T/bad.json" ||
+        fail "fatal: $(tail -n 5 "$T/o/worker.log")"
+}
+
+# per-rank log files under mpirun -np 2
+case_logs() {
+    MPIRUN=$5
+    if [ ! -x "$MPIRUN" ]; then echo "SKIP: needs mpirun" >&2; exit 77; fi
+    spec two 3 0
+    expect 0 env ADAPTD_LOG_DIR="$T/logs/a" "$MPIRUN" --allow-run-as-root --oversubscribe -np 2 \
+        -x OMP_NUM_THREADS -x ADAPTD_LOG_DIR "$W" train --spec "$T/two.json"
+    [ "$(grep -c '"step":' "$T/out" || true)" -eq 0 ] || fail "progress lines still on mpirun's stdout"
+    [ "$(grep -c '"step":' "$T/logs/a/rank-0.log")" -eq 3 ] ||
+        fail "rank-0.log lacks the 3 progress lines: $(cat "$T/logs/a/rank-0.log")"
+    [ -f "$T/logs/a/rank-1.log" ] || fail "no rank-1.log"
+    [ "$(stat -c %a "$T/logs/a/rank-0.log")" = 644 ] || fail "rank-0.log is not mode 0644"
+    # a bad spec: exit 2, each rank's error in its own log
+    spec bad 3 0 ', "learning_rate": 0.1'
+    expect 2 env ADAPTD_LOG_DIR="$T/logs/b" "$MPIRUN" --allow-run-as-root --oversubscribe -np 2 \
+        -x OMP_NUM_THREADS -x ADAPTD_LOG_DIR "$W" train --spec "$T/bad.json"
+    for r in 0 1; do
+        grep -q "rank $r: .*learning_rate" "$T/logs/b/rank-$r.log" ||
+            fail "rank-$r.log lacks its error: $(cat "$T/logs/b/rank-$r.log" 2>&1)"
+    done
+    echo "rank-0.log: $(wc -l <"$T/logs/a/rank-0.log") lines; bad spec under mpirun: exit 2"
+}
+
 case "$CASE" in
     loss)   case_loss ;;
     link)   case_link "$@" ;;
+    link_daemon) case_link_daemon "$@" ;;
+    logs)   case_logs "$@" ;;
     resume) case_resume ;;
     ranks)  case_ranks "$@" ;;
     errors) case_errors ;;

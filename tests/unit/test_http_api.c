@@ -136,7 +136,10 @@ static void test_create_and_read(fixture *fx, char id[64])
     CHECK(cJSON_IsTrue(cJSON_GetObjectItem(train, "freeze_vision")));
     CHECK_STR_CONTAINS(body, "\"lr_llm\":0.0002,");
     CHECK_STR_CONTAINS(body, "\"stages\":[{\"epochs\":1,");
-    CHECK_STR_CONTAINS(body, "\"lr_llm\":0.001,");
+    CHECK_STR_CONTAINS(body, "{\"lr_llm\":0.001}");
+    /* members left out and unset stay out (adapt-worker fills its own defaults for them) */
+    CHECK(!strstr(body, "\"max_steps\"") && !strstr(body, "\"weight_decay\"") &&
+          !strstr(body, "\"synthesize\""));
     cJSON_Delete(doc);
     free(body);
     CHECK(call(fx->port, "GET", "/v1/jobs/0123456789abcdef0123456789abcdef", NULL, 0, &body) == 404);
@@ -152,11 +155,14 @@ static void test_bad_specs(fixture *fx)
     expect_400(p, "{\"kind\":\"train\",\"train\":{\"model_path\":\"model\",\"corpus\":\"corpus\","
                   "\"output_dir\":\"o\",\"epochs\":\"2\"}}", "train.epochs");
     expect_400(p, "{\"kind\":\"train\",\"train\":{\"epochs\":1.5}}", "train.epochs");
+    /* this API runs no Slurm launcher (no --slurm-template): refused at submit, not at start */
+    expect_400(p, "{\"kind\":\"train\",\"launcher\":\"slurm\",\"train\":{\"model_path\":\"model\","
+                  "\"corpus\":\"corpus\",\"output_dir\":\"o\"}}", "launcher: \\\"slurm\\\" is not set up");
     expect_400(p, "{\"kind\":\"train\",\"train\":{\"bogus\":1}}", "train.bogus: unknown field");
     expect_400(p, "{\"kind\":\"train\",\"color\":\"red\"}", "color: unknown field");
     expect_400(p, "{\"kind\":7}", "kind: expected a string");
     expect_400(p, "{\"train\":{}}", "kind: required");
-    expect_400(p, "{\"kind\":\"synthesize\"}", "not supported");
+    expect_400(p, "{\"kind\":\"synthesize\"}", "synthesize: required");
     expect_400(p, "{\"kind\":\"train\",\"ranks\":64,\"train\":{}}", "ranks: 64 exceeds");
     expect_400(p, "{\"kind\":\"train\",\"ranks\":-1}", "ranks");
     expect_400(p, "{\"kind\":\"train\",\"backend\":\"tpu\",\"train\":{}}", "backend");
@@ -276,6 +282,147 @@ static double prom_get(const sample *s, int n, const char *name, const char *lab
     for (int i = 0; i < n; i++)
         if (strcmp(s[i].name, name) == 0 && strcmp(s[i].labels, labels) == 0) return s[i].value;
     return -1;
+}
+
+/* Like call (GET, no body) but keeps the head: *head and *body are malloc'd. Reads up to 4 MiB. */
+static int call_head(int port, const char *method, const char *path, char **head, char **body,
+                     size_t *body_len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = { .tv_sec = 5 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    *head = *body = NULL;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) { close(fd); return 0; }
+    char req[512];
+    int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                     "Content-Length: 0\r\nAuthorization: Bearer " TOKEN "\r\n\r\n", method, path);
+    if (write(fd, req, (size_t)n) != n) { close(fd); return 0; }
+    size_t cap = 4 << 20, len = 0;
+    char *buf = malloc(cap);
+    ssize_t r;
+    while (len < cap - 1 && (r = read(fd, buf + len, cap - 1 - len)) > 0) len += (size_t)r;
+    close(fd);
+    buf[len] = '\0';
+    char *sep = strstr(buf, "\r\n\r\n");
+    int status = len > 12 ? atoi(buf + 9) : 0;
+    *head = strndup(buf, sep ? (size_t)(sep - buf) : len);
+    *body_len = sep ? len - (size_t)(sep + 4 - buf) : 0;
+    *body = malloc(*body_len + 1);
+    memcpy(*body, sep ? sep + 4 : "", *body_len);
+    (*body)[*body_len] = '\0';
+    free(buf);
+    return status;
+}
+
+static long long log_offset(const char *head)
+{
+    const char *h = strstr(head, "X-Log-Offset: ");
+    return h ? atoll(h + 14) : -1;
+}
+
+static void write_log(const char *path, const char *text, size_t len)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f) { CHECK(fwrite(text, 1, len, f) == len); fclose(f); }
+}
+
+/* GET /v1/jobs/{id}/logs against log files written here, and POST checkpoint without a
+ * scheduler. A second store handle (its own SQLite connection) starts the job's attempt. */
+static void test_logs(fixture *fx)
+{
+    char id[64], idle[64], path[600], dir[512], *head, *body;
+    size_t blen;
+    create_job(fx->port, 20, id);
+    create_job(fx->port, 21, idle);
+    job_store_t *js;
+    CHECK(job_store_open(&js, fx->state, NULL) == ADAPT_OK);
+    CHECK(job_store_transition(js, id, JOB_STORE_STARTING, NULL, NULL) == ADAPT_OK);
+    char jd[400];
+    job_store_job_dir(js, id, jd, sizeof jd);
+    job_store_close(js);
+    snprintf(dir, sizeof dir, "%s/logs", jd);
+    mkdir(dir, 0700);
+    snprintf(dir, sizeof dir, "%s/logs/attempt-1", jd);
+    mkdir(dir, 0700);
+    snprintf(path, sizeof path, "%s/rank-0.log", dir);
+    write_log(path, "l1\nl2\nl3\n", 9);
+    snprintf(path, sizeof path, "%s/launcher.log", dir);
+    write_log(path, "x", 1);
+
+    static const struct { const char *q; int status; const char *body; long long offset; } cases[] = {
+        { "",                        200, "l1\nl2\nl3\n", 9 },
+        { "?rank=0&tail=2",          200, "l2\nl3\n", 9 },
+        { "?tail=10",                200, "l1\nl2\nl3\n", 9 },
+        { "?tail=0",                 200, "", 9 },
+        { "?offset=3",               200, "l2\nl3\n", 9 },
+        { "?offset=9",               200, "", 9 },
+        { "?rank=launcher&tail=1",   200, "x", 1 },
+        { "?rank=1",                 200, "", 0 },     /* not written yet: empty */
+        { "?attempt=1&rank=0&offset=6", 200, "l3\n", 9 },
+        { "?offset=10",              400, NULL, -1 },
+        { "?tail=1&offset=0",        400, NULL, -1 },
+        { "?rank=-1",                400, NULL, -1 },
+        { "?tail=x",                 400, NULL, -1 },
+        { "?rank=2",                 404, NULL, -1 },
+        { "?attempt=2",              404, NULL, -1 },
+        { "?attempt=0",              404, NULL, -1 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char url[256];
+        snprintf(url, sizeof url, "/v1/jobs/%s/logs%s", id, cases[i].q);
+        int st = call_head(fx->port, "GET", url, &head, &body, &blen);
+        CHECK_MSG(st == cases[i].status, "logs%s: %d", cases[i].q, st);
+        if (cases[i].body) {
+            CHECK_MSG(strcmp(body, cases[i].body) == 0, "logs%s: body %s", cases[i].q, body);
+            CHECK_MSG(log_offset(head) == cases[i].offset, "logs%s: X-Log-Offset in %s", cases[i].q, head);
+            CHECK_STR_CONTAINS(head, "Content-Type: text/plain");
+        }
+        free(head);
+        free(body);
+    }
+    /* 1.5 MiB of 13-byte lines: one answer carries 1 MiB; tail reads the end */
+    size_t nlines = 121000, big_len = nlines * 13;
+    char *big = malloc(big_len + 1);
+    for (size_t i = 0; i < nlines; i++) snprintf(big + 13 * i, 14, "line %07zu\n", i);
+    snprintf(path, sizeof path, "%s/rank-1.log", dir);
+    write_log(path, big, big_len);
+    char url[256];
+    snprintf(url, sizeof url, "/v1/jobs/%s/logs?rank=1", id);
+    CHECK(call_head(fx->port, "GET", url, &head, &body, &blen) == 200);
+    CHECK(blen == 1 << 20 && memcmp(body, big, blen) == 0 && log_offset(head) == 1 << 20);
+    free(head); free(body);
+    snprintf(url, sizeof url, "/v1/jobs/%s/logs?rank=1&offset=%d", id, 1 << 20);
+    CHECK(call_head(fx->port, "GET", url, &head, &body, &blen) == 200);
+    CHECK(blen == big_len - (1 << 20) && memcmp(body, big + (1 << 20), blen) == 0);
+    CHECK(log_offset(head) == (long long)big_len);
+    free(head); free(body);
+    snprintf(url, sizeof url, "/v1/jobs/%s/logs?rank=1&tail=3", id);
+    CHECK(call_head(fx->port, "GET", url, &head, &body, &blen) == 200);
+    CHECK_MSG(strcmp(body, "line 0120997\nline 0120998\nline 0120999\n") == 0, "tail=3: %.60s", body);
+    free(head); free(body);
+    /* tail beyond the last 1 MiB: whole lines only, the cut first one left out */
+    snprintf(url, sizeof url, "/v1/jobs/%s/logs?rank=1&tail=100000", id);
+    CHECK(call_head(fx->port, "GET", url, &head, &body, &blen) == 200);
+    CHECK(blen > 0 && blen < (1 << 20) && blen % 13 == 0 && strncmp(body, "line ", 5) == 0);
+    free(head); free(body);
+    free(big);
+
+    snprintf(url, sizeof url, "/v1/jobs/%s/logs", idle);
+    CHECK(call_head(fx->port, "GET", url, &head, &body, &blen) == 404);
+    CHECK_STR_CONTAINS(body, "has not started");
+    free(head); free(body);
+    snprintf(url, sizeof url, "/v1/jobs/%s/logs", id);
+    CHECK(call_head(fx->port, "POST", url, &head, &body, &blen) == 405);
+    free(head); free(body);
+    /* no scheduler in this fixture: nothing runs, so nothing can checkpoint */
+    snprintf(url, sizeof url, "/v1/jobs/%s/checkpoint", id);
+    CHECK(call_head(fx->port, "POST", url, &head, &body, &blen) == 409);
+    free(head); free(body);
+    CHECK(call_head(fx->port, "GET", url, &head, &body, &blen) == 405);
+    free(head); free(body);
 }
 
 static void test_metrics(fixture *fx, const char *id)
@@ -399,6 +546,7 @@ int main(void)
         test_bad_specs(&fx);
         test_paging_and_cancel(&fx, first);
         test_metrics(&fx, first);
+        test_logs(&fx);
     }
     char real_data[4096];
     if (realpath(fx.data, real_data)) test_spec_mutations(real_data);

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -175,6 +176,97 @@ static void test_kill_and_reopen(void)
     sqlite3_close(db);
 }
 
+/* The scheduler's columns: an attempt's process, Slurm id and Done, a pending cancel; and
+ * starting -> running keeps the attempt open (it is the same attempt going on). */
+static void test_attempt_records(job_store_t *js)
+{
+    char id[JOB_STORE_ID_LEN + 1];
+    job_store_new in = { .name = "att", .kind = "train", .ranks = 2, .max_restarts = 1, .spec_json = "{}" };
+    CHECK(job_store_create(js, &in, id, NULL) == ADAPT_OK);
+    adapt_error err = {0};
+    job_store_attempt a;
+    CHECK(job_store_attempt_get(js, id, 1, &a, &err) == ADAPT_ENOTFOUND);
+    CHECK(job_store_attempt_set_done(js, id, 0, JOB_STORE_DONE_OK, NULL, &err) == ADAPT_ENOTFOUND);
+    CHECK(job_store_transition(js, id, JOB_STORE_STARTING, NULL, NULL) == ADAPT_OK);
+    CHECK(job_store_attempt_set_process(js, id, 1, 4242, 987654, 4242, NULL) == ADAPT_OK);
+    CHECK(job_store_attempt_set_process(js, id, 2, 1, 1, 1, &err) == ADAPT_ENOTFOUND);
+    CHECK(job_store_transition(js, id, JOB_STORE_RUNNING, NULL, NULL) == ADAPT_OK);
+    CHECK(job_store_attempt_get(js, id, 1, &a, NULL) == ADAPT_OK);
+    CHECK(a.attempt == 1 && a.ended_ms == 0 && a.outcome[0] == '\0');
+    CHECK(a.pid == 4242 && a.pid_start == 987654 && a.pgid == 4242 && a.done == JOB_STORE_DONE_NONE);
+    CHECK(job_store_attempt_set_done(js, id, 0, JOB_STORE_DONE_FATAL, "bad spec", NULL) == ADAPT_OK);
+    CHECK(job_store_attempt_set_done(js, id, 0, 9, NULL, &err) == ADAPT_EINVAL);
+    CHECK(job_store_attempt_set_slurm_id(js, id, 1, "4100", NULL) == ADAPT_OK);
+    CHECK(job_store_request_cancel(js, id, NULL) == ADAPT_OK);
+    CHECK(job_store_request_cancel(js, "0123456789abcdef0123456789abcdef", &err) == ADAPT_ENOTFOUND);
+    job_store_record r;
+    CHECK(job_store_get(js, id, &r, NULL) == ADAPT_OK && r.cancel_requested == 1);
+    job_store_record_clear(&r);
+    CHECK(job_store_transition(js, id, JOB_STORE_RETRYING, "attempt 1 of 2 failed", NULL) == ADAPT_OK);
+    CHECK(job_store_attempt_get(js, id, 1, &a, NULL) == ADAPT_OK);
+    CHECK(a.ended_ms > 0 && strcmp(a.outcome, "retrying") == 0 && strcmp(a.error, "attempt 1 of 2 failed") == 0);
+    CHECK(a.done == JOB_STORE_DONE_FATAL && strcmp(a.done_error, "bad spec") == 0);
+    CHECK(strcmp(a.slurm_id, "4100") == 0);
+    /* the next attempt starts clean */
+    CHECK(job_store_transition(js, id, JOB_STORE_STARTING, NULL, NULL) == ADAPT_OK);
+    CHECK(job_store_attempt_get(js, id, 2, &a, NULL) == ADAPT_OK);
+    CHECK(a.pid == 0 && a.done == JOB_STORE_DONE_NONE && a.slurm_id[0] == '\0' && a.ended_ms == 0);
+}
+
+/* A version-1 database (as the adaptd before the scheduler wrote it) is migrated in place,
+ * keeping its jobs; one from a newer adaptd is refused. */
+static void test_migration(void)
+{
+    char sub[256], path[300];
+    snprintf(sub, sizeof sub, "%s/v1", dir);
+    CHECK(mkdir(sub, 0700) == 0);
+    snprintf(path, sizeof path, "%s/adaptd.db", sub);
+    sqlite3 *db;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db,
+        "CREATE TABLE jobs(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+        " name TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL, ranks INTEGER NOT NULL,"
+        " attempt INTEGER NOT NULL, max_restarts INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
+        " started_ms INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER NOT NULL DEFAULT 0,"
+        " updated_ms INTEGER NOT NULL, has_progress INTEGER NOT NULL DEFAULT 0,"
+        " step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER NOT NULL DEFAULT 0,"
+        " epoch INTEGER NOT NULL DEFAULT 0, samples INTEGER NOT NULL DEFAULT 0,"
+        " tokens INTEGER NOT NULL DEFAULT 0, loss REAL NOT NULL DEFAULT 0, lr REAL NOT NULL DEFAULT 0,"
+        " grad_norm REAL NOT NULL DEFAULT 0, step_seconds REAL NOT NULL DEFAULT 0,"
+        " tokens_per_second REAL NOT NULL DEFAULT 0, progress_ms INTEGER NOT NULL DEFAULT 0,"
+        " last_checkpoint TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '', spec TEXT NOT NULL);"
+        "CREATE TABLE attempts(job_id TEXT NOT NULL REFERENCES jobs(id), attempt INTEGER NOT NULL,"
+        " started_ms INTEGER NOT NULL, ended_ms INTEGER NOT NULL DEFAULT 0,"
+        " outcome TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '',"
+        " PRIMARY KEY(job_id, attempt)) WITHOUT ROWID;"
+        "INSERT INTO jobs(id, name, kind, state, ranks, attempt, max_restarts, created_ms, updated_ms, spec)"
+        " VALUES('00112233445566778899aabbccddeeff', 'old', 'train', 'running', 2, 1, 0, 1, 1, '{}');"
+        "INSERT INTO attempts(job_id, attempt, started_ms) VALUES('00112233445566778899aabbccddeeff', 1, 1);"
+        "PRAGMA user_version = 1;", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    for (int round = 0; round < 2; round++) {   /* the second open finds version 2: no change */
+        job_store_t *js;
+        adapt_error err = {0};
+        CHECK_MSG(job_store_open(&js, sub, &err) == ADAPT_OK, "%s", err.message);
+        if (!js) return;
+        job_store_record r;
+        CHECK(job_store_get(js, "00112233445566778899aabbccddeeff", &r, NULL) == ADAPT_OK);
+        CHECK(r.state == JOB_STORE_RUNNING && strcmp(r.name, "old") == 0 && r.cancel_requested == 0);
+        job_store_record_clear(&r);
+        job_store_attempt a;
+        CHECK(job_store_attempt_get(js, "00112233445566778899aabbccddeeff", 1, &a, NULL) == ADAPT_OK);
+        CHECK(a.pid == 0 && a.done == JOB_STORE_DONE_NONE && a.slurm_id[0] == '\0');
+        job_store_close(js);
+    }
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "PRAGMA user_version = 99;", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    job_store_t *js = NULL;
+    adapt_error err = {0};
+    CHECK(job_store_open(&js, sub, &err) == ADAPT_EUNSUPPORTED && js == NULL);
+    CHECK_STR_CONTAINS(err.message, "schema version 99");
+}
+
 int main(void)
 {
     if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
@@ -184,8 +276,10 @@ int main(void)
     test_transitions(js);
     test_attempts_and_progress(js);
     test_paging(js);
+    test_attempt_records(js);
     job_store_close(js);
     test_kill_and_reopen();
+    test_migration();
     CHECK(job_store_state_parse("running") == JOB_STORE_RUNNING && job_store_state_parse("x") == -1);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -103,6 +104,123 @@ static void test_stop_group(void)
     CHECK_MSG(child > 0 && !alive(child), "the group's background child %d survived", child);
 }
 
+/* Open MPI's mpirun puts each rank in a process group of its own inside the leader's session:
+ * a stop must reach those too (here a job-control shell's background job stands in). */
+static void test_stop_session(void)
+{
+    char script[512];
+    snprintf(script, sizeof script, "set -m; sleep 30 & echo $! > %s/child2.pid; wait", dir);
+    const char *argv[] = { "sh", "-c", script, NULL };
+    run_result r = {0};
+    run_cmd(argv, 5000, 300, &r);
+    CHECK(r.done);
+    char buf[32];
+    read_file("child2.pid", buf, sizeof buf);
+    pid_t child = (pid_t)atoi(buf);
+    CHECK(child > 0 && getpgid(child) != getpgid(0));
+    for (int i = 0; i < 50 && child > 0 && alive(child); i++) usleep(20000);
+    CHECK_MSG(child > 0 && !alive(child), "the session's child %d in its own group survived", child);
+}
+
+/* Process identity from /proc: a live child's start time is stable and its session found; a
+ * dead (even unreaped) one is gone; launcher_group_alive sees a session until its last
+ * process ends. */
+static void test_proc_info(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        setsid();
+        if (fork() == 0) { pause(); _exit(0); }
+        pause();
+        _exit(0);
+    }
+    CHECK(pid > 0);
+    usleep(100000);
+    uint64_t st1 = 0, st2 = 0;
+    int sid = 0;
+    CHECK(launcher_proc_info(pid, &st1, &sid) == 1 && st1 > 0 && sid == pid);
+    CHECK(launcher_proc_info(pid, &st2, NULL) == 1 && st2 == st1);
+    CHECK(launcher_group_alive(pid, NULL));
+    CHECK(launcher_group_signal(pid, 0, NULL) == 2);
+    kill(pid, SIGKILL);
+    usleep(100000);
+    /* a zombie (not yet waited for) counts as gone; its child still runs in the session */
+    CHECK(launcher_proc_info(pid, NULL, NULL) == 0);
+    CHECK(launcher_group_alive(pid, NULL));
+    CHECK(launcher_group_signal(pid, SIGKILL, NULL) == 1);
+    for (int i = 0; i < 50 && launcher_group_alive(pid, NULL); i++) usleep(20000);
+    CHECK(!launcher_group_alive(pid, NULL));
+    waitpid(pid, NULL, 0);
+    CHECK(launcher_proc_info(pid, NULL, NULL) == 0);
+    CHECK(launcher_group_signal(1, 0, NULL) == 0);   /* never init's group or session */
+}
+
+/* With a tag, only the session's processes whose environment holds it exactly are counted and
+ * signalled: a reused session number must not take an unrelated process along. */
+static void test_tagged(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        setsid();
+        if (fork() == 0) {
+            char *const env[] = { "ADAPTD_JOB_ID=abc", NULL };
+            execle("/bin/sleep", "sleep", "30", (char *)NULL, env);
+            _exit(127);
+        }
+        char *const env[] = { "OTHER=1", NULL };
+        execle("/bin/sleep", "sleep", "30", (char *)NULL, env);
+        _exit(127);
+    }
+    usleep(200000);
+    CHECK(launcher_group_signal(pid, 0, NULL) == 2);
+    CHECK(launcher_group_signal(pid, 0, "ADAPTD_JOB_ID=abc") == 1);
+    CHECK(launcher_group_signal(pid, 0, "ADAPTD_JOB_ID=ab") == 0);
+    CHECK(launcher_group_signal(pid, 0, "ADAPTD_JOB_ID=abcd") == 0);
+    CHECK(launcher_group_signal(pid, SIGKILL, "ADAPTD_JOB_ID=abc") == 1);
+    for (int i = 0; i < 50 && launcher_group_alive(pid, "ADAPTD_JOB_ID=abc"); i++) usleep(20000);
+    CHECK(!launcher_group_alive(pid, "ADAPTD_JOB_ID=abc"));
+    CHECK(launcher_proc_info(pid, NULL, NULL) == 1);   /* the untagged leader was spared */
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+/* log_name: stdout and stderr interleaved in one file. */
+static void test_combined_log(void)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *argv[] = { "sh", "-c", "echo one; echo two >&2; echo three", NULL };
+    run_result r = {0};
+    launcher_spec spec = { .argv = argv, .log_dir = dir, .log_name = "launcher.log",
+                           .grace_ms = 100, .on_exit = on_exit_cb, .ctx = &r };
+    launcher_t *l;
+    CHECK(launcher_start(&l, &loop, &spec, NULL) == ADAPT_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+    char buf[256];
+    read_file("launcher.log", buf, sizeof buf);
+    CHECK_MSG(strcmp(buf, "one\ntwo\nthree\n") == 0, "launcher.log: %s", buf);
+}
+
+/* launcher_detach: the process keeps running and the exit callback never fires. */
+static void test_detach(void)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *argv[] = { "sleep", "30", NULL };
+    run_result r = {0};
+    launcher_spec spec = { .argv = argv, .log_dir = dir, .grace_ms = 100, .on_exit = on_exit_cb, .ctx = &r };
+    launcher_t *l;
+    CHECK(launcher_start(&l, &loop, &spec, NULL) == ADAPT_OK);
+    int pid = launcher_pid(l);
+    launcher_detach(l);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+    CHECK(!r.done && alive(pid));
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
 static void test_sigkill_after_grace(void)
 {
     const char *argv[] = { "sh", "-c", "trap '' TERM; sleep 30; sleep 30", NULL };
@@ -178,6 +296,10 @@ static int store_frame(void *ctx, link_peer_t *peer, const Adaptd__LinkFrame *f)
     adapt_error err = {0};
     int rc = link_store_frame(ctx, f, &err);
     if (rc != ADAPT_OK) fprintf(stderr, "link: %s\n", err.message);
+    /* Done is recorded on the attempt; the final state is the scheduler's to set (it waits for
+     * the exit), done here by hand */
+    if (rc == ADAPT_OK && f->body_case == ADAPTD__LINK_FRAME__BODY_DONE)
+        rc = job_store_transition(ctx, f->done->job_id, JOB_STORE_SUCCEEDED, NULL, &err);
     /* Done is the last frame: hanging up tells the stand-in it may exit */
     return rc != ADAPT_OK || f->body_case == ADAPTD__LINK_FRAME__BODY_DONE;
 }
@@ -219,6 +341,8 @@ static void test_stand_in_worker(const char *self)
     CHECK_MSG(rec.state == JOB_STORE_SUCCEEDED, "state %s", job_store_state_name(rec.state));
     CHECK(rec.progress.step == 5 && rec.progress.loss == 0.5);
     job_store_record_clear(&rec);
+    job_store_attempt at;
+    CHECK(job_store_attempt_get(js, id, 1, &at, NULL) == ADAPT_OK && at.done == JOB_STORE_DONE_OK);
     job_store_progress pts[8];
     size_t n = 0;
     CHECK(job_store_metrics(js, id, -1, pts, 8, &n, NULL) == ADAPT_OK && n == 5);
@@ -235,6 +359,11 @@ int main(int argc, char **argv)
     if (!mkdtemp(dir)) return 1;
     test_output_and_exit();
     test_stop_group();
+    test_stop_session();
+    test_proc_info();
+    test_tagged();
+    test_combined_log();
+    test_detach();
     test_sigkill_after_grace();
     test_missing_command();
     char self[4096];

@@ -196,11 +196,29 @@ typedef struct server_fixture {
     int            frames, closes, client_ok;
 } server_fixture;
 
+static int job_store_get_state_is(job_store_t *js, const char *id, int state)
+{
+    job_store_record r;
+    if (job_store_get(js, id, &r, NULL) != ADAPT_OK) return 0;
+    int same = r.state == state;
+    job_store_record_clear(&r);
+    return same;
+}
+
 static int fx_frame(void *ctx, link_peer_t *peer, const Adaptd__LinkFrame *f)
 {
     server_fixture *fx = ctx;
     fx->frames++;
     if (link_store_frame(fx->js, f, NULL) != ADAPT_OK) return 1;
+    if (f->body_case == ADAPTD__LINK_FRAME__BODY_DONE) {
+        /* Done is only recorded on the attempt; the job's state is the scheduler's call, made
+         * here by hand as it would be once the worker's processes have exited with status 0 */
+        job_store_attempt a;
+        CHECK(job_store_get_state_is(fx->js, fx->job, JOB_STORE_RUNNING));
+        CHECK(job_store_attempt_get(fx->js, fx->job, 1, &a, NULL) == ADAPT_OK &&
+              a.done == JOB_STORE_DONE_OK);
+        CHECK(job_store_transition(fx->js, fx->job, JOB_STORE_SUCCEEDED, NULL, NULL) == ADAPT_OK);
+    }
     if (f->body_case == ADAPTD__LINK_FRAME__BODY_HELLO) {
         Adaptd__Control c = ADAPTD__CONTROL__INIT;
         c.action = ADAPTD__CONTROL__ACTION__CONTROL_CHECKPOINT;

@@ -6,8 +6,10 @@
 # each), 2 threads on both sides, the same weights (adaptctl model init, loaded by both) and the
 # same batch (both build it from one LCG). The two programs run alternately, ROUNDS times each
 # (adaptd, hf, adaptd, hf, ...), each time WARMUP + STEPS steps, so load on this shared machine
-# falls on both alike; the medians are over every timed step of a side. Their losses must agree
-# to 1e-4 relative, or the comparison is of different work and the script fails.
+# falls on both alike; the medians are over every timed step of a side, and each round's pair gives
+# a ratio of its own (the per-round ratios' median and range are the figure least moved by load
+# that drifts between rounds). Their losses must agree to 1e-4 relative, or the comparison is of
+# different work and the script fails.
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$root/build-bench}
@@ -43,8 +45,8 @@ while [ "$r" -le "$rounds" ]; do
     "$py" "$root/tools/scripts/bench_train_step_hf.py" "$work/model" --steps "$steps" \
         --warmup "$warmup" --threads 2 >"$work/h.out" 2>"$work/h.err" || { cat "$work/h.err" >&2; exit 1; }
     [ "$r" = 1 ] && head -1 "$work/a.out" && head -1 "$work/h.out"
-    sed -n 's/^adaptd step_s //p' "$work/a.out" | tr ' ' '\n' >>"$work/a.txt"
-    sed -n 's/^hf step_s //p' "$work/h.out" | tr ' ' '\n' >>"$work/h.txt"
+    sed -n 's/^adaptd step_s //p' "$work/a.out" >>"$work/a.txt"
+    sed -n 's/^hf step_s //p' "$work/h.out" >>"$work/h.txt"
     sed -n 's/^adaptd cpu_s_per_step //p' "$work/a.out" >>"$work/ac.txt"
     sed -n 's/^hf cpu_s_per_step //p' "$work/h.out" >>"$work/hc.txt"
     echo "round $r: adaptd $(sed -n 's/^adaptd step_s //p' "$work/a.out") s |" \
@@ -55,8 +57,11 @@ la=$(sed -n 's/^adaptd loss //p' "$work/a.out")
 lh=$(sed -n 's/^hf loss //p' "$work/h.out")
 "$py" - "$work/a.txt" "$work/h.txt" "$la" "$lh" "$work/ac.txt" "$work/hc.txt" <<'PY'
 import statistics, sys
-a = [float(x) for x in open(sys.argv[1]).read().split()]
-h = [float(x) for x in open(sys.argv[2]).read().split()]
+# one line per round: that round's timed steps
+ar = [[float(x) for x in line.split()] for line in open(sys.argv[1]) if line.strip()]
+hr = [[float(x) for x in line.split()] for line in open(sys.argv[2]) if line.strip()]
+a = [x for r in ar for x in r]
+h = [x for r in hr for x in r]
 la, lh = float(sys.argv[3]), float(sys.argv[4])
 ac = [float(x) for x in open(sys.argv[5]).read().split()]
 hc = [float(x) for x in open(sys.argv[6]).read().split()]
@@ -66,6 +71,12 @@ print(f"loss: adaptd {la:.7f}  hf {lh:.7f}  rel diff {rel:.2e}")
 print(f"median step ({len(a)} / {len(h)} steps): adaptd {ma:.3f} s  hf {mh:.3f} s  "
       f"ratio hf/adaptd {mh / ma:.2f}x")
 print(f"fastest step: adaptd {min(a):.3f} s  hf {min(h):.3f} s  ratio {min(h) / min(a):.2f}x")
+# Paired by round: each round's two runs sat next to each other in time, so their ratio is the
+# one least moved by load that drifts over minutes; its spread is the honest error bar.
+pr = sorted(statistics.median(y) / statistics.median(x) for x, y in zip(ar, hr))
+print(f"per-round ratio (median hf / median adaptd, {len(pr)} rounds): median "
+      f"{statistics.median(pr):.2f}x  min {pr[0]:.2f}x  max {pr[-1]:.2f}x  "
+      f"[{' '.join(f'{x:.2f}' for x in pr)}]")
 print(f"CPU time per step (median over rounds): adaptd {statistics.median(ac):.3f} s  "
       f"hf {statistics.median(hc):.3f} s  ratio {statistics.median(hc) / statistics.median(ac):.2f}x")
 if rel > 1e-4:

@@ -14,6 +14,7 @@ debian_packages=(
   protobuf-c-compiler libprotobuf-c-dev libzstd-dev libuv1-dev libcjson-dev libsqlite3-dev
   libjpeg62-turbo-dev libturbojpeg0-dev libpng-dev libpcre2-dev libyaml-dev
   libicu-dev libopenblas-dev libopenmpi-dev openmpi-bin node-llhttp
+  chromium wrk  # the status page test (headless) and tools/scripts/bench_daemon.sh
 )
 
 missing=()

@@ -1,0 +1,19 @@
+/* job_spec_kinds: the daemon's rules for the pipeline job kinds (issue 8) — synthesize, filter,
+ * evaluate and pipeline — on top of job_spec's generic JSON walk.
+ *
+ * The one idea: the same defaults as adapt-worker (worker/job_kinds.h) are filled in here, so
+ * the normalized spec a client reads back is the one the worker runs; every path is made
+ * canonical inside --data-root, inputs must exist, outputs need only an existing parent. */
+#ifndef ADAPT_JOB_SPEC_KINDS_H
+#define ADAPT_JOB_SPEC_KINDS_H
+
+#include "job_spec.h"
+
+/* Checks a JobSpec whose kind is not "train": the envelope (ranks, backend, launcher,
+ * max_restarts) and the sub-spec its kind names, filling defaults. An unknown kind is refused
+ * naming the kinds there are; "pipeline" is checked in full and then refused, as this adaptd
+ * does not run it yet. field names the offending field on failure. */
+int job_spec_check_kind(Adaptd__JobSpec *s, const job_spec_policy *pol,
+                        char field[JOB_SPEC_FIELD_MAX], adapt_error *err);
+
+#endif
