@@ -63,6 +63,8 @@ ca, ch = statistics.median(x[1] for x in a), statistics.median(x[1] for x in h)
 tok = batch * new
 print(f"batch {batch}: median wall ({len(a)} rounds): adaptd {wa:.3f} s = {tok / wa:.1f} tok/s, "
       f"hf {wh:.3f} s = {tok / wh:.1f} tok/s, ratio adaptd/hf {wh / wa:.2f}x")
+fa, fh = min(x[0] for x in a), min(x[0] for x in h)
+print(f"batch {batch}: fastest round: adaptd {tok / fa:.1f} tok/s, hf {tok / fh:.1f} tok/s")
 print(f"batch {batch}: median CPU time: adaptd {ca:.3f} s  hf {ch:.3f} s  ratio {ch / ca:.2f}x")
 print(f"batch {batch}: ids agreeing {agree}/{tok}, identical prefix {prefix}/{tok} tokens")
 PY
