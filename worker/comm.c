@@ -15,6 +15,22 @@
 #if ADAPT_HAVE_MPI
 #include <mpi.h>
 #endif
+#if ADAPT_HAVE_NCCL
+#include <cuda_runtime_api.h>
+#include <time.h>
+/* nccl.h declares a few functions with () instead of (void); it is not ours to fix */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
+#include <nccl.h>
+#pragma GCC diagnostic pop
+/* non-blocking communicators (ncclConfig_t), which the time-outs need, came with NCCL 2.14 */
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0)
+#define COMM_NCCL 1
+#endif
+#endif
+#ifndef COMM_NCCL
+#define COMM_NCCL 0
+#endif
 
 struct comm {
     int rank, world, local_rank;
@@ -23,6 +39,10 @@ struct comm {
 #if ADAPT_HAVE_MPI
     MPI_Request *pending;   /* started buckets */
     size_t       n_pending, cap_pending;
+#endif
+#if COMM_NCCL
+    ncclComm_t nccl;          /* GPU collectives, after comm_nccl_init; NULL before or aborted */
+    double     nccl_timeout;  /* seconds any NCCL wait may take before the job is failed */
 #endif
 };
 
@@ -249,6 +269,9 @@ int comm_init(comm **out, int *argc, char ***argv, adapt_error *err)
 void comm_close(comm *c)
 {
     if (!c) return;
+#if COMM_NCCL
+    if (c->nccl) ncclCommDestroy(c->nccl);  /* before MPI_Finalize: its peers may still talk */
+#endif
 #if ADAPT_HAVE_MPI
     free(c->pending);
     if (c->mpi_owned) {
@@ -264,3 +287,146 @@ int comm_rank(const comm *c) { return c->rank; }
 int comm_world(const comm *c) { return c->world; }
 int comm_local_rank(const comm *c) { return c->local_rank; }
 int comm_uses_mpi(const comm *c) { return c->mpi; }
+
+/* ---- NCCL (issue 7) ----------------------------------------------------------------------- */
+#if COMM_NCCL
+static double comm_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void comm_nap(void)
+{
+    struct timespec ts = {0, 50 * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* Fails the job cleanly: the message (NCCL's own detail included) is taken before the abort
+ * frees the communicator, and the abort unblocks anything still queued on it. */
+static int comm_nccl_fail(comm *c, const char *what, const char *detail, adapt_error *err)
+{
+    char last[256] = "";
+    const char *le = c->nccl ? ncclGetLastError(c->nccl) : NULL;
+    if (le) snprintf(last, sizeof last, "%s", le);
+    int rc = adapt_fail(err, ADAPT_EIO, "comm: %s failed on rank %d of %d: %s%s%s (the NCCL "
+                        "communicator is aborted; the job fails and can be retried)", what, c->rank,
+                        c->world, detail, last[0] ? ": " : "", last);
+    if (c->nccl) {
+        ncclCommAbort(c->nccl);
+        c->nccl = NULL;
+    }
+    return rc;
+}
+
+static int comm_nccl_timed_out(comm *c, const char *what, adapt_error *err)
+{
+    char detail[160];
+    snprintf(detail, sizeof detail, "no progress in %.0f s (a rank died, hangs, or lost its "
+             "network)", c->nccl_timeout);
+    return comm_nccl_fail(c, what, detail, err);
+}
+
+/* Non-blocking communicators: a call may return ncclInProgress, and the next call must wait
+ * until the communicator settles; an error or a time-out aborts it. */
+static int comm_nccl_settle(comm *c, const char *what, adapt_error *err)
+{
+    double t0 = comm_now();
+    for (;;) {
+        ncclResult_t state = ncclSuccess;
+        ncclResult_t r = ncclCommGetAsyncError(c->nccl, &state);
+        if (r != ncclSuccess) return comm_nccl_fail(c, what, ncclGetErrorString(r), err);
+        if (state == ncclSuccess) return ADAPT_OK;
+        if (state != ncclInProgress) return comm_nccl_fail(c, what, ncclGetErrorString(state), err);
+        if (comm_now() - t0 > c->nccl_timeout) return comm_nccl_timed_out(c, what, err);
+        comm_nap();
+    }
+}
+
+int comm_nccl_init(comm *c, int device, double timeout_s, adapt_error *err)
+{
+    if (c->nccl) return adapt_fail(err, ADAPT_EINVAL, "comm: NCCL is already initialised");
+    if (!(timeout_s > 0)) return adapt_fail(err, ADAPT_EINVAL, "comm: NCCL time-out must be > 0 s");
+    cudaError_t ce = cudaSetDevice(device);
+    if (ce != cudaSuccess)
+        return adapt_fail(err, ADAPT_EIO, "comm: rank %d cannot use GPU %d: %s (check "
+                          "CUDA_VISIBLE_DEVICES and that there is one GPU per rank on the node)",
+                          c->rank, device, cudaGetErrorString(ce));
+    /* rank 0 makes the id; MPI carries it to everyone (a world of one broadcasts to itself) */
+    ncclUniqueId id;
+    memset(&id, 0, sizeof id);
+    if (c->rank == 0) {
+        ncclResult_t r = ncclGetUniqueId(&id);
+        if (r != ncclSuccess)
+            return adapt_fail(err, ADAPT_EIO, "comm: ncclGetUniqueId failed: %s (is a network "
+                              "interface up? NCCL_SOCKET_IFNAME selects one)", ncclGetErrorString(r));
+    }
+    int rc = comm_broadcast(c, &id, sizeof id, 0, err);
+    if (rc) return rc;
+    c->nccl_timeout = timeout_s;
+    ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+    cfg.blocking = 0;  /* so a peer that never joins is a time-out here, not a hang */
+    ncclResult_t r = ncclCommInitRankConfig(&c->nccl, c->world, id, c->rank, &cfg);
+    if (r != ncclSuccess && r != ncclInProgress)
+        return comm_nccl_fail(c, "ncclCommInitRankConfig", ncclGetErrorString(r), err);
+    return comm_nccl_settle(c, "ncclCommInitRankConfig", err);
+}
+
+int comm_nccl_allreduce_sum_f32(comm *c, float *dev_buf, size_t n, void *stream, adapt_error *err)
+{
+    if (!c->nccl)
+        return adapt_fail(err, ADAPT_EINVAL, "comm: NCCL all-reduce without a communicator "
+                          "(comm_nccl_init first; after a failure the job must restart)");
+    if (n == 0) return ADAPT_OK;
+    ncclResult_t r = ncclAllReduce(dev_buf, dev_buf, n, ncclFloat32, ncclSum, c->nccl,
+                                   (cudaStream_t)stream);
+    if (r == ncclInProgress) return comm_nccl_settle(c, "ncclAllReduce", err);
+    if (r != ncclSuccess) return comm_nccl_fail(c, "ncclAllReduce", ncclGetErrorString(r), err);
+    return ADAPT_OK;
+}
+
+int comm_nccl_wait(comm *c, void *stream, adapt_error *err)
+{
+    if (!c->nccl)
+        return adapt_fail(err, ADAPT_EINVAL, "comm: NCCL wait without a communicator");
+    double t0 = comm_now();
+    for (;;) {
+        cudaError_t q = cudaStreamQuery((cudaStream_t)stream);
+        if (q == cudaSuccess) return ADAPT_OK;
+        if (q != cudaErrorNotReady)
+            return comm_nccl_fail(c, "the all-reduce stream", cudaGetErrorString(q), err);
+        ncclResult_t state = ncclSuccess;
+        ncclResult_t r = ncclCommGetAsyncError(c->nccl, &state);
+        if (r != ncclSuccess) return comm_nccl_fail(c, "ncclCommGetAsyncError", ncclGetErrorString(r), err);
+        if (state != ncclSuccess && state != ncclInProgress)
+            return comm_nccl_fail(c, "an NCCL collective", ncclGetErrorString(state), err);
+        if (comm_now() - t0 > c->nccl_timeout) return comm_nccl_timed_out(c, "an NCCL collective", err);
+        comm_nap();
+    }
+}
+#else
+static int comm_no_nccl(adapt_error *err)
+{
+    return adapt_fail(err, ADAPT_EUNSUPPORTED, "comm: this build has no NCCL >= 2.14 (configure "
+                      "with -Dcuda=enabled on a machine with the CUDA toolkit and NCCL)");
+}
+
+int comm_nccl_init(comm *c, int device, double timeout_s, adapt_error *err)
+{
+    (void)c; (void)device; (void)timeout_s;
+    return comm_no_nccl(err);
+}
+
+int comm_nccl_allreduce_sum_f32(comm *c, float *dev_buf, size_t n, void *stream, adapt_error *err)
+{
+    (void)c; (void)dev_buf; (void)n; (void)stream;
+    return comm_no_nccl(err);
+}
+
+int comm_nccl_wait(comm *c, void *stream, adapt_error *err)
+{
+    (void)c; (void)stream;
+    return comm_no_nccl(err);
+}
+#endif

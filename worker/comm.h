@@ -52,6 +52,20 @@ int  comm_allreduce_start(comm *c, float *buf, size_t n, adapt_error *err);
 /* Waits for every bucket started since the last wait. */
 int  comm_allreduce_wait_all(comm *c, adapt_error *err);
 
+/* ---- GPU collectives over NCCL (issue 7; ADAPT_EUNSUPPORTED where the build has no NCCL) ----
+ * comm_nccl_init binds this rank to GPU `device` and builds the NCCL communicator over the
+ * world: rank 0 makes the unique id, comm_broadcast (MPI_Bcast) carries it, every rank joins. The
+ * communicator is non-blocking, so every wait polls NCCL's asynchronous error state and gives up
+ * after timeout_s seconds: on an error or a time-out the communicator is aborted
+ * (ncclCommAbort) and the call fails, so a dead or hung peer fails the job cleanly (the daemon
+ * retries it) instead of hanging it. After such a failure only comm_close remains valid. */
+int  comm_nccl_init(comm *c, int device, double timeout_s, adapt_error *err);
+/* Enqueues an in-place sum of dev_buf[0..n) (device memory) across ranks on stream (a
+ * cudaStream_t; NULL is the default stream) and returns without waiting for it. */
+int  comm_nccl_allreduce_sum_f32(comm *c, float *dev_buf, size_t n, void *stream, adapt_error *err);
+/* Waits until stream has finished (and with it the collectives enqueued on it). */
+int  comm_nccl_wait(comm *c, void *stream, adapt_error *err);
+
 /* The launcher's view, from the environment alone: number of tasks it started (0 when no
  * launcher is recognised) and this process's local rank (-1 when no variable says). */
 int  comm_env_launched_tasks(void);
