@@ -1,11 +1,13 @@
-/* job_spec: JSON → JobSpec through protobuf-c descriptors, then the daemon's rules; see
- * job_spec.h.
+/* job_spec: JSON → JobSpec through protobuf-c descriptors, then the rules; see job_spec.h.
  *
- * Design: the generic walk (fill_message / message_to_json) knows only protobuf types; the
- * checks in check_job / check_train know only adaptd's rules. Every message built here is
- * malloc'd piecewise so protobuf_c_message_free_unpacked(msg, NULL) frees it on any path. */
+ * Design: the generic walk (fill_message / message_to_json) knows only protobuf types; a train
+ * job's defaults, ranges and rules are proto/train_rules' (the function adapt-worker runs on the
+ * same text), and check_job adds only what is the daemon's own: --slots, Slurm set up, paths
+ * inside --data-root. Every message built here is malloc'd piecewise so
+ * protobuf_c_message_free_unpacked(msg, NULL) frees it on any path. */
 #include "job_spec.h"
 #include "job_spec_kinds.h"   /* synthesize, filter, evaluate, pipeline (issue 8) */
+#include "train_rules.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -16,7 +18,11 @@
 
 #include <cjson/cJSON.h>
 
-enum { SPEC_MAX_FIELDS = 256, SPEC_MAX_LIST = 1024, SPEC_MAX_STRING = 4096 };
+/* the readers' limits are train_rules', so adapt-worker's reader takes the same documents */
+enum { SPEC_MAX_FIELDS = 256, SPEC_MAX_LIST = TRAIN_RULES_MAX_LIST,
+       SPEC_MAX_STRING = TRAIN_RULES_MAX_STRING };
+/* 2^53: the largest integer a JSON number carries exactly */
+#define SPEC_EXACT_MAX 9007199254740992.0
 
 static int bad(char field[JOB_SPEC_FIELD_MAX], const char *prefix, const char *name,
                adapt_error *err, const char *what)
@@ -31,6 +37,21 @@ static int json_integer(const cJSON *v, double max, uint64_t *out)
     double d = v->valuedouble;
     if (!isfinite(d) || d < 0 || d > max || floor(d) != d) return 0;
     *out = (uint64_t)d;
+    return 1;
+}
+
+/* A uint64 as proto3's JSON mapping has it: a number up to 2^53 or a decimal string (a seed
+ * above 2^53 does not survive a JSON double). */
+static int json_u64(const cJSON *v, uint64_t *out)
+{
+    if (!cJSON_IsString(v)) return json_integer(v, SPEC_EXACT_MAX, out);
+    const char *s = v->valuestring;
+    if (s[0] < '0' || s[0] > '9') return 0;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, 10);
+    if (*end || errno) return 0;
+    *out = x;
     return 1;
 }
 
@@ -54,7 +75,7 @@ static int fill_list(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *fd, 
     const char *want = is_msg ? "expected an array of objects" : "expected an array of strings";
     if (!cJSON_IsArray(v)) return bad(field, prefix, fd->name, err, want);
     int n = cJSON_GetArraySize(v);
-    if (n > SPEC_MAX_LIST) return bad(field, prefix, fd->name, err, "too many entries");
+    if (n > SPEC_MAX_LIST) return bad(field, prefix, fd->name, err, "more than 1024 entries");
     void **list = calloc((size_t)n + 1, sizeof *list);
     if (!list) return adapt_fail(err, ADAPT_ENOMEM, "out of memory");
     *(void ***)((char *)msg + fd->offset) = list;
@@ -92,7 +113,8 @@ static int fill_field(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *fd,
     switch (fd->type) {
     case PROTOBUF_C_TYPE_STRING: {
         char *s = json_string_copy(v);
-        if (!s) return bad(field, prefix, fd->name, err, "expected a string (under 4096 bytes)");
+        if (!s) return bad(field, prefix, fd->name, err, cJSON_IsString(v)
+                           ? "longer than 4095 bytes" : "expected a string");
         *(char **)member = s;
         return ADAPT_OK;
     }
@@ -102,8 +124,9 @@ static int fill_field(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *fd,
         *(uint32_t *)member = (uint32_t)u;
         return ADAPT_OK;
     case PROTOBUF_C_TYPE_UINT64:
-        if (!json_integer(v, 9007199254740992.0, &u))
-            return bad(field, prefix, fd->name, err, "expected a non-negative integer up to 2^53");
+        if (!json_u64(v, &u))
+            return bad(field, prefix, fd->name, err, "expected a non-negative integer (up to 2^53 "
+                       "as a number, any 64-bit one as a decimal string)");
         *(uint64_t *)member = u;
         return ADAPT_OK;
     case PROTOBUF_C_TYPE_FLOAT:
@@ -217,39 +240,29 @@ static int check_path(char **s, const char *name, int required, int must_exist,
     return ADAPT_OK;
 }
 
-/* Accepts value when it is one of the '|'-separated choices; an empty value takes the first. */
-static int check_choice(char **value, const char *name, const char *choices,
-                        char field[JOB_SPEC_FIELD_MAX], adapt_error *err)
+/* Which members of a train job the client gave (not null): proto3 cannot tell a 0 given from
+ * a member left out, and train_rules must (freeze_vision: false, pack_window: 0). */
+static void given_members(const cJSON *root, uint64_t *envelope, train_rules_given *given)
 {
-    if (!(*value)[0]) {
-        size_t n = strcspn(choices, "|");
-        char *d = strndup(choices, n);
-        if (!d) return adapt_fail(err, ADAPT_ENOMEM, "out of memory");
-        *value = d;   /* the old value was protobuf_c_empty_string: nothing to free */
-        return ADAPT_OK;
+    const cJSON *m, *train = cJSON_GetObjectItemCaseSensitive(root, "train");
+    cJSON_ArrayForEach(m, root)
+        if (!cJSON_IsNull(m)) train_rules_mark(envelope, TRAIN_RULES_JOB, m->string);
+    if (!cJSON_IsObject(train)) return;
+    cJSON_ArrayForEach(m, train)
+        if (!cJSON_IsNull(m)) train_rules_mark(&given->top, TRAIN_RULES_TRAIN, m->string);
+    const cJSON *stages = cJSON_GetObjectItemCaseSensitive(train, "stages");
+    for (int k = 0; k < TRAIN_RULES_STAGES && cJSON_IsArray(stages); k++) {
+        const cJSON *st = cJSON_GetArrayItem(stages, k);
+        if (!cJSON_IsObject(st)) break;
+        cJSON_ArrayForEach(m, st)
+            if (!cJSON_IsNull(m)) train_rules_mark(&given->stage[k], TRAIN_RULES_STAGE, m->string);
     }
-    size_t len = strlen(*value);
-    for (const char *p = choices; *p; ) {
-        size_t n = strcspn(p, "|");
-        if (n == len && strncmp(p, *value, n) == 0) return ADAPT_OK;
-        p += n + (p[n] == '|');
-    }
-    char what[256];
-    snprintf(what, sizeof what, "\"%.64s\" is not one of %s", *value, choices);
-    return bad(field, "", name, err, what);
 }
 
-static int check_range(double v, double lo, double hi, const char *name,
-                       char field[JOB_SPEC_FIELD_MAX], adapt_error *err)
-{
-    if (v >= lo && v <= hi) return ADAPT_OK;
-    char what[128];
-    snprintf(what, sizeof what, "%g is outside [%g, %g]", v, lo, hi);
-    return bad(field, "", name, err, what);
-}
-
-static int check_train(Adaptd__TrainSpec *t, const job_spec_policy *pol,
-                       char field[JOB_SPEC_FIELD_MAX], adapt_error *err)
+/* The paths of a train spec made canonical inside --data-root (after train_rules: a path
+ * left out is already refused as required there). */
+static int check_train_paths(Adaptd__TrainSpec *t, const job_spec_policy *pol,
+                             char field[JOB_SPEC_FIELD_MAX], adapt_error *err)
 {
     int rc;
     if ((rc = check_path(&t->model_path, "train.model_path", 1, 1, pol, field, err)) ||
@@ -261,36 +274,35 @@ static int check_train(Adaptd__TrainSpec *t, const job_spec_policy *pol,
         snprintf(name, sizeof name, "train.overlays[%zu]", i);
         if ((rc = check_path(&t->overlays[i], name, 1, 1, pol, field, err))) return rc;
     }
-    if ((rc = check_choice(&t->mode, "train.mode", "single_stage|two_stage|synthesizer", field, err)) ||
-        (rc = check_choice(&t->schedule, "train.schedule", "cosine|linear|constant", field, err)) ||
-        (rc = check_range(t->lr_vision, 0, 1, "train.lr_vision", field, err)) ||
-        (rc = check_range(t->lr_llm, 0, 1, "train.lr_llm", field, err)) ||
-        (rc = check_range(t->weight_decay, 0, 10, "train.weight_decay", field, err)) ||
-        (rc = check_range(t->warmup_ratio, 0, 1, "train.warmup_ratio", field, err)) ||
-        (rc = check_range(t->max_grad_norm, 0, 1e9, "train.max_grad_norm", field, err)))
-        return rc;
     return ADAPT_OK;
 }
 
-static int check_job(Adaptd__JobSpec *s, const job_spec_policy *pol,
+static int check_job(Adaptd__JobSpec *s, const cJSON *root, const job_spec_policy *pol,
                      char field[JOB_SPEC_FIELD_MAX], adapt_error *err)
 {
-    int rc;
-    if (strlen(s->name) > 127) return bad(field, "", "name", err, "longer than 127 bytes");
     if (!s->kind[0]) return bad(field, "", "kind", err, "required");
-    if (strcmp(s->kind, "train") != 0) return job_spec_check_kind(s, pol, field, err);
-    if (s->ranks == 0) s->ranks = 1;
+    if (strcmp(s->kind, "train") != 0) {
+        if (strlen(s->name) > 127) return bad(field, "", "name", err, "longer than 127 bytes");
+        return job_spec_check_kind(s, pol, field, err);
+    }
+    /* first: a job that can never start is refused as such, whatever else it holds */
     if (s->ranks > pol->max_ranks) {
         char what[96];
         snprintf(what, sizeof what, "%u exceeds the daemon's --slots %u", s->ranks, pol->max_ranks);
         return bad(field, "", "ranks", err, what);
     }
-    if ((rc = check_choice(&s->backend, "backend", "cpu|cuda", field, err)) ||
-        (rc = check_choice(&s->launcher, "launcher", "local|slurm", field, err)) ||
-        (rc = check_range(s->max_restarts, 0, 100, "max_restarts", field, err)))
-        return rc;
-    if (!s->train) return bad(field, "", "train", err, "required for kind \"train\"");
-    return check_train(s->train, pol, field, err);
+    uint64_t envelope = 0;
+    train_rules_given given = { 0 };
+    given_members(root, &envelope, &given);
+    char rule_field[TRAIN_RULES_FIELD_MAX];
+    int rc = train_rules_fill_job(s, envelope, &given, rule_field, err);
+    if (rc == ADAPT_EINVAL) {
+        char why[sizeof err->message];
+        snprintf(why, sizeof why, "%s", err->message);
+        return bad(field, "", rule_field, err, why);
+    }
+    if (rc) return rc;
+    return check_train_paths(s->train, pol, field, err);
 }
 
 /* ---- back to JSON ------------------------------------------------------------------------ */
@@ -316,7 +328,17 @@ static cJSON *message_to_json(const ProtobufCMessage *msg)
         } else switch (fd->type) {
         case PROTOBUF_C_TYPE_STRING: v = cJSON_CreateString(*(char *const *)member); break;
         case PROTOBUF_C_TYPE_UINT32: v = cJSON_CreateNumber(*(const uint32_t *)member); break;
-        case PROTOBUF_C_TYPE_UINT64: v = cJSON_CreateNumber((double)*(const uint64_t *)member); break;
+        case PROTOBUF_C_TYPE_UINT64: {
+            /* above 2^53 as proto3's decimal string, which json_u64 reads back exactly */
+            uint64_t u = *(const uint64_t *)member;
+            if ((double)u <= SPEC_EXACT_MAX) {
+                v = cJSON_CreateNumber((double)u);
+            } else {
+                snprintf(num, sizeof num, "%llu", (unsigned long long)u);
+                v = cJSON_CreateString(num);
+            }
+            break;
+        }
         case PROTOBUF_C_TYPE_FLOAT:
             /* the shortest text that reads back as the same float: 0.0002, not its double
              * widening 0.000199999995 */
@@ -329,8 +351,10 @@ static cJSON *message_to_json(const ProtobufCMessage *msg)
         case PROTOBUF_C_TYPE_DOUBLE: v = cJSON_CreateNumber(*(const double *)member); break;
         case PROTOBUF_C_TYPE_BOOL: v = cJSON_CreateBool(*(const protobuf_c_boolean *)member); break;
         case PROTOBUF_C_TYPE_MESSAGE: {
+            /* a sub-spec not set (another kind's) is left out, as proto3's JSON does */
             const ProtobufCMessage *sub = *(ProtobufCMessage *const *)member;
-            v = sub ? message_to_json(sub) : cJSON_CreateNull();
+            if (!sub) continue;
+            v = message_to_json(sub);
             break;
         }
         default: v = cJSON_CreateNull(); break;
@@ -339,38 +363,6 @@ static cJSON *message_to_json(const ProtobufCMessage *msg)
         cJSON_AddItemToObject(o, fd->name, v);
     }
     return o;
-}
-
-/* Whether v is what proto3 means by "not set": null, false, 0, "", [] or an object with
- * nothing set. Floats are printed as raw number text (see message_to_json). */
-static int json_is_default(const cJSON *v)
-{
-    if (cJSON_IsNull(v) || cJSON_IsFalse(v)) return 1;
-    if (cJSON_IsNumber(v)) return v->valuedouble == 0;
-    if (cJSON_IsRaw(v)) return strtod(v->valuestring, NULL) == 0;
-    if (cJSON_IsString(v)) return v->valuestring[0] == '\0';
-    if (cJSON_IsArray(v) || cJSON_IsObject(v)) return v->child == NULL;
-    return 0;
-}
-
-/* Keeps in the printed spec the members the client gave (raw, canonical where a path) and
- * those the checks set to something (a chosen mode, a filled-in path or default); a member
- * left out and still unset stays out, so adapt-worker, which reads the same JSON, applies its
- * own default for it (freeze_vision: true, checkpoint_every: 500, ...) exactly as it would for
- * the client's own file. raw is NULL below a member the client left out. */
-static void json_prune(cJSON *out, const cJSON *raw)
-{
-    for (cJSON *m = out->child, *next; m; m = next) {
-        next = m->next;
-        const cJSON *r = cJSON_IsObject(raw) ? cJSON_GetObjectItemCaseSensitive(raw, m->string) : NULL;
-        if (cJSON_IsObject(m)) json_prune(m, r);
-        if (cJSON_IsArray(m)) {
-            int k = 0;
-            for (cJSON *e = m->child; e; e = e->next, k++)
-                if (cJSON_IsObject(e)) json_prune(e, cJSON_IsArray(r) ? cJSON_GetArrayItem(r, k) : NULL);
-        }
-        if (!r && json_is_default(m)) cJSON_Delete(cJSON_DetachItemViaPointer(out, m));
-    }
 }
 
 int job_spec_parse(const char *json, size_t len, const job_spec_policy *pol,
@@ -386,6 +378,14 @@ int job_spec_parse(const char *json, size_t len, const job_spec_policy *pol,
         size_t at = end ? (size_t)(end - json) : 0;
         return adapt_fail(err, ADAPT_EINVAL, "malformed JSON near byte %zu", at);
     }
+    /* cJSON stops after the first value: anything but white space after it is refused, as
+     * adapt-worker's reader refuses it */
+    for (size_t at = (size_t)(end - json); at < len && json[at]; at++)
+        if (!strchr(" \t\r\n", json[at])) {
+            cJSON_Delete(root);
+            return adapt_fail(err, ADAPT_EINVAL, "malformed JSON: unexpected text after the "
+                              "document at byte %zu", at);
+        }
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return adapt_fail(err, ADAPT_EINVAL, "the job spec must be a JSON object");
@@ -394,13 +394,12 @@ int job_spec_parse(const char *json, size_t len, const job_spec_policy *pol,
     if (!s) { cJSON_Delete(root); return adapt_fail(err, ADAPT_ENOMEM, "out of memory"); }
     adaptd__job_spec__init(s);
     int rc = fill_message(&s->base, root, "", field, err);
-    if (rc == ADAPT_OK) rc = check_job(s, pol, field, err);
+    if (rc == ADAPT_OK) rc = check_job(s, root, pol, field, err);
     /* here, not in check_job: every kind's envelope passes this way */
     if (rc == ADAPT_OK && strcmp(s->launcher, "slurm") == 0 && !pol->slurm)
         rc = bad(field, "", "launcher", err, "\"slurm\" is not set up on this adaptd: start it "
                  "with --slurm-template (deploy/slurm/adaptd-job.sbatch.in or a site's copy)");
     cJSON *out = rc == ADAPT_OK ? message_to_json(&s->base) : NULL;
-    if (out) json_prune(out, root);
     cJSON_Delete(root);
     if (rc == ADAPT_OK && !(out && (*normalized = cJSON_PrintUnformatted(out))))
         rc = adapt_fail(err, ADAPT_ENOMEM, "out of memory");

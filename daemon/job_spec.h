@@ -2,8 +2,10 @@
  *
  * The one idea: the JSON is mapped onto the message through protobuf-c's own descriptors, so the
  * field names and types accepted are exactly those of job.proto (a field added there is accepted
- * here without a change); only the rules a schema cannot say (choices, ranges, required fields,
- * paths inside --data-root) are written out in this module. */
+ * here without a change). A train job's defaults, ranges and rules are proto/train_rules' — the
+ * same function adapt-worker runs on the normalized text — and only the daemon's own limits
+ * (--slots, Slurm set up, paths inside --data-root) are written out here; the other kinds' rules
+ * are job_spec_kinds'. */
 #ifndef ADAPT_JOB_SPEC_H
 #define ADAPT_JOB_SPEC_H
 
@@ -23,10 +25,11 @@ enum { JOB_SPEC_FIELD_MAX = 128 };
 
 /* Parses and validates json[0..len). On success *spec holds the message (free it with
  * adaptd__job_spec__free_unpacked(spec, NULL)) with every path made canonical and every default
- * filled in, and *normalized its JSON text (malloc'd; the caller frees it): the members the
- * client gave (paths canonical) plus those the checks set, while a member left out and still at
- * its proto3 default stays out — adapt-worker reads this text and fills its own defaults. On failure field
- * names the offending field ("train.epochs", "" for the document itself) and err says why. */
+ * filled in, and *normalized its JSON text (malloc'd; the caller frees it): every member with
+ * its effective value (what GET /v1/jobs/{id} shows and adapt-worker runs; a uint64 above 2^53
+ * as a decimal string), only the sub-spec of the job's kind. On failure field names the
+ * offending field ("train.pack_window", "" for the document itself) and err says why
+ * ("train.pack_window: 0 is outside [1, 1048576]"). */
 int job_spec_parse(const char *json, size_t len, const job_spec_policy *pol,
                    Adaptd__JobSpec **spec, char **normalized, char field[JOB_SPEC_FIELD_MAX],
                    adapt_error *err);

@@ -1,8 +1,12 @@
-/* train_spec: table-driven parsing of the train spec and job envelope; see train_spec.h.
+/* train_spec: adapt-worker's reader of a train spec file; see train_spec.h.
  *
- * Every string the result holds is malloc'd (empty ones too), so protobuf-c's free_unpacked
- * releases a parsed spec exactly as it releases an unpacked one. */
+ * Design: the JSON is mapped onto the message through protobuf-c's descriptors, taking the same
+ * JSON types adaptd's reader takes (daemon/job_spec.c), and every default, range and rule
+ * after that is proto/train_rules' — the same function adaptd ran when the job was submitted,
+ * so the worker accepts exactly the specs adaptd accepts and reads the same effective values.
+ * Every message built here is malloc'd piecewise, so free_unpacked frees it on any path. */
 #include "train_spec.h"
+#include "train_rules.h"
 
 #include <cjson/cJSON.h>
 
@@ -14,405 +18,226 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const train_spec_default_instructions[] = {
-    "Describe the image.",
-    "Write a caption for this image.",
-    "What does this image show? Describe it.",
-    "Give a short description of the picture.",
-    "Summarize the visual content of the image.",
-    "Provide a caption that describes the image.",
-    "Explain what can be seen in this image.",
-    "Describe the contents of this picture in a few sentences.",
-};
-const size_t train_spec_n_default_instructions =
-    sizeof train_spec_default_instructions / sizeof train_spec_default_instructions[0];
+const char *const *const train_spec_default_instructions = train_rules_default_instructions;
+const size_t train_spec_n_default_instructions = TRAIN_RULES_N_DEFAULT_INSTRUCTIONS;
 
-typedef enum spec_type {
-    SPEC_STR,       /* char * */
-    SPEC_WORD,      /* char *, one of choices */
-    SPEC_STR_LIST,  /* size_t n + char ** */
-    SPEC_U32,
-    SPEC_U64,
-    SPEC_F32,
-    SPEC_BOOL,      /* protobuf_c_boolean */
-    SPEC_STAGES,    /* handled by spec_parse_stages */
-    SPEC_OBJECT,    /* handled by the caller (JobSpec.train) */
-} spec_type;
-
-typedef struct spec_field {
-    const char        *key;
-    spec_type          type;
-    size_t             off;       /* of the value (or the array pointer) */
-    size_t             n_off;     /* SPEC_STR_LIST: of the count */
-    int                required;
-    double             def;       /* numbers and booleans */
-    const char        *def_str;   /* strings and words */
-    double             lo, hi;    /* inclusive, unless lo_open / hi_open */
-    int                lo_open, hi_open;
-    const char *const *choices;   /* SPEC_WORD, NULL-terminated */
-} spec_field;
-
-static const char *const spec_modes[]     = { "single_stage", "two_stage", "synthesizer", NULL };
-static const char *const spec_schedules[] = { "cosine", "linear", "constant", NULL };
-static const char *const spec_kinds[]     = { "train", NULL };
-static const char *const spec_backends[]  = { "cpu", "cuda", NULL };
-static const char *const spec_launchers[] = { "local", "slurm", NULL };
-
-#define TS(f) offsetof(Adaptd__TrainSpec, f)
-static const spec_field train_fields[] = {
- { "model_path",           SPEC_STR,      TS(model_path), 0, 1, 0, "", 0, 0, 0, 0, NULL },
- { "corpus",               SPEC_STR,      TS(corpus), 0, 1, 0, "", 0, 0, 0, 0, NULL },
- { "overlays",             SPEC_STR_LIST, TS(overlays), TS(n_overlays), 0, 0, NULL, 0, 1000, 0, 0, NULL },
- { "output_dir",           SPEC_STR,      TS(output_dir), 0, 1, 0, "", 0, 0, 0, 0, NULL },
- { "mode",                 SPEC_WORD,     TS(mode), 0, 0, 0, "single_stage", 0, 0, 0, 0, spec_modes },
- { "epochs",               SPEC_U32,      TS(epochs), 0, 0, 3, NULL, 0, 100000, 0, 0, NULL },
- { "max_steps",            SPEC_U64,      TS(max_steps), 0, 0, 0, NULL, 0, 1e12, 0, 0, NULL },
- { "global_batch",         SPEC_U32,      TS(global_batch), 0, 0, 16, NULL, 1, 1048576, 0, 0, NULL },
- { "micro_batch_tokens",   SPEC_U32,      TS(micro_batch_tokens), 0, 0, 4096, NULL, 64, 16777216, 0, 0, NULL },
- { "lr_llm",               SPEC_F32,      TS(lr_llm), 0, 0, 1e-5, NULL, 0, 1, 1, 0, NULL },
- { "lr_vision",            SPEC_F32,      TS(lr_vision), 0, 0, 1e-5, NULL, 0, 1, 0, 0, NULL },
- { "weight_decay",         SPEC_F32,      TS(weight_decay), 0, 0, 0, NULL, 0, 1, 0, 0, NULL },
- { "warmup_ratio",         SPEC_F32,      TS(warmup_ratio), 0, 0, 0.1, NULL, 0, 1, 0, 0, NULL },
- { "schedule",             SPEC_WORD,     TS(schedule), 0, 0, 0, "cosine", 0, 0, 0, 0, spec_schedules },
- { "max_grad_norm",        SPEC_F32,      TS(max_grad_norm), 0, 0, 1.0, NULL, 0, 1e6, 0, 0, NULL },
- { "seed",                 SPEC_U64,      TS(seed), 0, 0, 42, NULL, 0, 9007199254740992.0, 0, 0, NULL },
- { "freeze_vision",        SPEC_BOOL,     TS(freeze_vision), 0, 0, 1, NULL, 0, 0, 0, 0, NULL },
- { "freeze_merger",        SPEC_BOOL,     TS(freeze_merger), 0, 0, 1, NULL, 0, 0, 0, 0, NULL },
- { "checkpoint_every",     SPEC_U32,      TS(checkpoint_every), 0, 0, 500, NULL, 0, 1e9, 0, 0, NULL },
- { "keep_last",            SPEC_U32,      TS(keep_last), 0, 0, 0, NULL, 0, 1e6, 0, 0, NULL },
- { "image_min_pixels",     SPEC_U32,      TS(image_min_pixels), 0, 0, 1024, NULL, 1, 268435456, 0, 0, NULL },
- { "image_max_pixels",     SPEC_U32,      TS(image_max_pixels), 0, 0, 589824, NULL, 1, 268435456, 0, 0, NULL },
- { "max_seq_len",          SPEC_U32,      TS(max_seq_len), 0, 0, 2048, NULL, 16, 1048576, 0, 0, NULL },
- { "caption_instructions", SPEC_STR_LIST, TS(caption_instructions), TS(n_caption_instructions), 0, 0, NULL, 1, 100000, 0, 0, NULL },
- { "blank_image_ratio",    SPEC_F32,      TS(blank_image_ratio), 0, 0, 0, NULL, 0, 1, 0, 0, NULL },
- { "stages",               SPEC_STAGES,   TS(stages), TS(n_stages), 0, 0, NULL, 0, 0, 0, 0, NULL },
- { "pack_window",          SPEC_U32,      TS(pack_window), 0, 0, 1024, NULL, 1, 1048576, 0, 0, NULL },
- { "adam_beta1",           SPEC_F32,      TS(adam_beta1), 0, 0, 0.9, NULL, 0, 1, 0, 1, NULL },
- { "adam_beta2",           SPEC_F32,      TS(adam_beta2), 0, 0, 0.999, NULL, 0, 1, 0, 1, NULL },
- { "adam_epsilon",         SPEC_F32,      TS(adam_epsilon), 0, 0, 1e-8, NULL, 0, 1, 1, 0, NULL },
-};
-#undef TS
-
-#define SS(f) offsetof(Adaptd__StageSchedule, f)
-static const spec_field stage_fields[] = {
- { "epochs",       SPEC_U32,  SS(epochs), 0, 0, 0, NULL, 0, 100000, 0, 0, NULL },
- { "max_steps",    SPEC_U64,  SS(max_steps), 0, 0, 0, NULL, 0, 1e12, 0, 0, NULL },
- { "lr_llm",       SPEC_F32,  SS(lr_llm), 0, 0, 0, NULL, 0, 1, 1, 0, NULL },
- { "lr_vision",    SPEC_F32,  SS(lr_vision), 0, 0, 0, NULL, 0, 1, 0, 0, NULL },
- { "warmup_ratio", SPEC_F32,  SS(warmup_ratio), 0, 0, 0, NULL, 0, 1, 0, 0, NULL },
- { "schedule",     SPEC_WORD, SS(schedule), 0, 0, 0, "", 0, 0, 0, 0, spec_schedules },
-};
-#undef SS
-
-#define JS(f) offsetof(Adaptd__JobSpec, f)
-static const spec_field job_fields[] = {
- { "name",         SPEC_STR,    JS(name), 0, 0, 0, "", 0, 0, 0, 0, NULL },
- { "kind",         SPEC_WORD,   JS(kind), 0, 1, 0, "", 0, 0, 0, 0, spec_kinds },
- { "ranks",        SPEC_U32,    JS(ranks), 0, 0, 1, NULL, 1, 65536, 0, 0, NULL },
- { "backend",      SPEC_WORD,   JS(backend), 0, 0, 0, "cpu", 0, 0, 0, 0, spec_backends },
- { "launcher",     SPEC_WORD,   JS(launcher), 0, 0, 0, "local", 0, 0, 0, 0, spec_launchers },
- { "max_restarts", SPEC_U32,    JS(max_restarts), 0, 0, 3, NULL, 0, 1000, 0, 0, NULL },
- { "train",        SPEC_OBJECT, JS(train), 0, 0, 0, NULL, 0, 0, 0, 0, NULL },
-};
-#undef JS
-
-#define SPEC_COUNT(a) (sizeof (a) / sizeof (a)[0])
-#define SPEC_MAX_FIELDS 40
-_Static_assert(SPEC_COUNT(train_fields) <= SPEC_MAX_FIELDS, "raise SPEC_MAX_FIELDS");
-
-/* A parse in progress: where we are (for messages) and the sticky first error. */
+/* A parse in progress: the input's name for messages and where the first error goes. */
 typedef struct spec_ctx {
     const char  *src;
-    char         path[256];   /* JSON path of the object being read, "$.train" */
     adapt_error *err;
 } spec_ctx;
 
-static int spec_fail(spec_ctx *c, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static int spec_fail(spec_ctx *c, const char *prefix, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static int spec_fail(spec_ctx *c, const char *key, const char *fmt, ...)
+/* "SRC: train.pack_window: what" — the member as adaptd names it, after the file. */
+static int spec_fail(spec_ctx *c, const char *prefix, const char *name, const char *fmt, ...)
 {
     char what[700];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return adapt_fail(c->err, ADAPT_EINVAL, "%s: key \"%s\" (at %s.%s): %s", c->src, key,
-                      c->path, key, what);
+    return adapt_fail(c->err, ADAPT_EINVAL, "%s: %s%s: %s", c->src, prefix, name, what);
 }
 
-#define SPEC_AT(base, off, type) ((type *)((char *)(base) + (off)))
-
-static char *spec_strdup(const char *s)
+static int spec_nomem(spec_ctx *c)
 {
-    size_t n = strlen(s) + 1;
+    return adapt_fail(c->err, ADAPT_ENOMEM, "%s: no memory to read the spec", c->src);
+}
+
+static char *spec_string(const cJSON *v)
+{
+    if (!cJSON_IsString(v) || strlen(v->valuestring) >= TRAIN_RULES_MAX_STRING) return NULL;
+    size_t n = strlen(v->valuestring) + 1;
     char *d = malloc(n);
-    if (d) memcpy(d, s, n);
+    if (d) memcpy(d, v->valuestring, n);
     return d;
 }
 
-/* Replaces a heap string field (every string field holds a heap string once defaults ran). */
-static int spec_set_str(spec_ctx *c, void *obj, size_t off, const char *key, const char *v)
+/* A whole number in [0, max]. */
+static int spec_whole(const cJSON *v, double max, uint64_t *out)
 {
-    char *d = spec_strdup(v);
-    if (!d) return adapt_fail(c->err, ADAPT_ENOMEM, "%s: no memory for %s", c->src, key);
-    char **slot = SPEC_AT(obj, off, char *);
-    free(*slot);
-    *slot = d;
-    return ADAPT_OK;
-}
-
-static int spec_defaults(spec_ctx *c, void *obj, const spec_field *f, size_t n)
-{
-    /* protobuf-c's init points strings at a shared static "": clear them all first so that a
-     * spec freed after a failure below never frees that static. */
-    for (size_t i = 0; i < n; i++)
-        if (f[i].type == SPEC_STR || f[i].type == SPEC_WORD)
-            *SPEC_AT(obj, f[i].off, char *) = NULL;
-    for (size_t i = 0; i < n; i++) {
-        switch (f[i].type) {
-        case SPEC_STR: case SPEC_WORD:
-            if (spec_set_str(c, obj, f[i].off, f[i].key, f[i].def_str)) return c->err->code;
-            break;
-        case SPEC_U32:  *SPEC_AT(obj, f[i].off, uint32_t) = (uint32_t)f[i].def; break;
-        case SPEC_U64:  *SPEC_AT(obj, f[i].off, uint64_t) = (uint64_t)f[i].def; break;
-        case SPEC_F32:  *SPEC_AT(obj, f[i].off, float) = (float)f[i].def; break;
-        case SPEC_BOOL: *SPEC_AT(obj, f[i].off, protobuf_c_boolean) = f[i].def != 0; break;
-        default: break;   /* lists, stages and objects start empty */
-        }
-    }
-    return ADAPT_OK;
-}
-
-static int spec_check_range(spec_ctx *c, const spec_field *f, double v)
-{
-    int below = f->lo_open ? v <= f->lo : v < f->lo;
-    int above = f->hi_open ? v >= f->hi : v > f->hi;
-    if (below || above || isnan(v))
-        return spec_fail(c, f->key, "%.17g is out of range %c%.17g, %.17g%c", v,
-                         f->lo_open ? '(' : '[', f->lo, f->hi, f->hi_open ? ')' : ']');
-    return ADAPT_OK;
-}
-
-static int spec_read_number(spec_ctx *c, void *obj, const spec_field *f, const cJSON *v)
-{
-    if (f->type == SPEC_U64 && cJSON_IsString(v)) {
-        /* Seeds above 2^53 do not survive a JSON double: a decimal string carries them. */
-        const char *s = v->valuestring;
-        char *end;
-        errno = 0;
-        unsigned long long x = strtoull(s, &end, 10);
-        if (!s[0] || *end || errno || s[0] == '-' || s[0] == '+' || s[0] == ' ')
-            return spec_fail(c, f->key, "\"%s\" is not an unsigned 64-bit decimal integer", s);
-        *SPEC_AT(obj, f->off, uint64_t) = x;
-        return ADAPT_OK;
-    }
-    if (!cJSON_IsNumber(v))
-        return spec_fail(c, f->key, "expected a number");
+    if (!cJSON_IsNumber(v)) return 0;
     double d = v->valuedouble;
-    if (f->type != SPEC_F32 && d != floor(d))
-        return spec_fail(c, f->key, "%.17g is not a whole number", d);
-    if (spec_check_range(c, f, d)) return c->err->code;
-    switch (f->type) {
-    case SPEC_U32: *SPEC_AT(obj, f->off, uint32_t) = (uint32_t)d; break;
-    case SPEC_U64: *SPEC_AT(obj, f->off, uint64_t) = (uint64_t)d; break;
-    default:       *SPEC_AT(obj, f->off, float) = (float)d; break;
-    }
-    return ADAPT_OK;
+    if (!isfinite(d) || d < 0 || d > max || floor(d) != d) return 0;
+    *out = (uint64_t)d;
+    return 1;
 }
 
-static int spec_read_word(spec_ctx *c, void *obj, const spec_field *f, const cJSON *v)
+/* A uint64 as proto3's JSON mapping writes it: a decimal string (seeds above 2^53 do not
+ * survive a JSON double), or a number up to 2^53. */
+static int spec_u64(const cJSON *v, uint64_t *out)
 {
-    if (!cJSON_IsString(v)) return spec_fail(c, f->key, "expected a string");
-    if (f->type == SPEC_WORD) {
-        size_t i = 0;
-        while (f->choices[i] && strcmp(f->choices[i], v->valuestring)) i++;
-        if (!f->choices[i]) {
-            char words[256] = "";
-            for (size_t k = 0; f->choices[k]; k++)
-                snprintf(words + strlen(words), sizeof words - strlen(words), "%s%s",
-                         k ? " | " : "", f->choices[k]);
-            return spec_fail(c, f->key, "\"%s\" is not one of %s", v->valuestring, words);
-        }
-    } else if (f->required && !v->valuestring[0]) {
-        return spec_fail(c, f->key, "must not be empty");
-    }
-    return spec_set_str(c, obj, f->off, f->key, v->valuestring);
+    if (!cJSON_IsString(v)) return spec_whole(v, 9007199254740992.0, out);
+    const char *s = v->valuestring;
+    if (s[0] < '0' || s[0] > '9') return 0;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, 10);
+    if (*end || errno) return 0;
+    *out = x;
+    return 1;
 }
 
-static int spec_read_list(spec_ctx *c, void *obj, const spec_field *f, const cJSON *v)
+/* One JSON value into the scalar member fd of msg (types as adaptd's reader takes them). */
+static int spec_read_scalar(spec_ctx *c, void *msg, const ProtobufCFieldDescriptor *fd,
+                            const cJSON *v, const char *prefix)
 {
-    if (!cJSON_IsArray(v)) return spec_fail(c, f->key, "expected an array of strings");
-    int n = cJSON_GetArraySize(v);
-    if (n < f->lo || n > f->hi)
-        return spec_fail(c, f->key, "has %d entries, expected %.0f to %.0f", n, f->lo, f->hi);
-    char **list = calloc(n ? (size_t)n : 1, sizeof *list);
-    if (!list) return adapt_fail(c->err, ADAPT_ENOMEM, "%s: no memory for %s", c->src, f->key);
-    /* Installed first so a failure below is freed with the spec. */
-    *SPEC_AT(obj, f->off, char **) = list;
-    size_t *count = SPEC_AT(obj, f->n_off, size_t);
-    int i = 0;
-    for (const cJSON *e = v->child; e; e = e->next, i++) {
-        if (!cJSON_IsString(e) || !e->valuestring[0])
-            return spec_fail(c, f->key, "element %d is not a non-empty string", i);
-        if (!(list[i] = spec_strdup(e->valuestring)))
-            return adapt_fail(c->err, ADAPT_ENOMEM, "%s: no memory for %s", c->src, f->key);
-        *count = (size_t)i + 1;
-    }
-    return ADAPT_OK;
-}
-
-static int spec_read_value(spec_ctx *c, void *obj, const spec_field *f, const cJSON *v)
-{
-    switch (f->type) {
-    case SPEC_STR: case SPEC_WORD: return spec_read_word(c, obj, f, v);
-    case SPEC_STR_LIST:            return spec_read_list(c, obj, f, v);
-    case SPEC_BOOL:
-        if (!cJSON_IsBool(v)) return spec_fail(c, f->key, "expected true or false");
-        *SPEC_AT(obj, f->off, protobuf_c_boolean) = cJSON_IsTrue(v);
+    char *member = (char *)msg + fd->offset;
+    uint64_t u;
+    switch (fd->type) {
+    case PROTOBUF_C_TYPE_STRING: {
+        char *s = spec_string(v);
+        if (!s) return cJSON_IsString(v) ? spec_fail(c, prefix, fd->name, "longer than %d bytes",
+                                                     TRAIN_RULES_MAX_STRING - 1)
+                                         : spec_fail(c, prefix, fd->name, "expected a string");
+        char **slot = (char **)member;
+        if (*slot != protobuf_c_empty_string) free(*slot);
+        *slot = s;
         return ADAPT_OK;
-    case SPEC_U32: case SPEC_U64: case SPEC_F32:
-        return spec_read_number(c, obj, f, v);
+    }
+    case PROTOBUF_C_TYPE_UINT32:
+        if (!spec_whole(v, UINT32_MAX, &u))
+            return spec_fail(c, prefix, fd->name, "expected a non-negative 32-bit integer");
+        *(uint32_t *)member = (uint32_t)u;
+        return ADAPT_OK;
+    case PROTOBUF_C_TYPE_UINT64:
+        if (!spec_u64(v, &u))
+            return spec_fail(c, prefix, fd->name, "expected a non-negative integer (up to 2^53 "
+                             "as a number, any 64-bit one as a decimal string)");
+        *(uint64_t *)member = u;
+        return ADAPT_OK;
+    case PROTOBUF_C_TYPE_FLOAT:
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+            return spec_fail(c, prefix, fd->name, "expected a number");
+        *(float *)member = (float)v->valuedouble;
+        return ADAPT_OK;
+    case PROTOBUF_C_TYPE_BOOL:
+        if (!cJSON_IsBool(v)) return spec_fail(c, prefix, fd->name, "expected true or false");
+        *(protobuf_c_boolean *)member = cJSON_IsTrue(v);
+        return ADAPT_OK;
     default:
-        return ADAPT_OK;   /* stages and objects: read by the caller after this pass */
+        return spec_fail(c, prefix, fd->name, "type not accepted in a JSON spec");
     }
 }
 
-/* Reads every member of object `o` through table f into obj; seen[i] becomes 1 for a key given,
- * -1 for a key given as null (the default), and stays 0 for a key absent.
- * Unknown and repeated keys are refused. */
-static int spec_read_object(spec_ctx *c, void *obj, const spec_field *f, size_t n,
-                            const cJSON *o, int *seen)
+static int spec_read_strings(spec_ctx *c, void *msg, const ProtobufCFieldDescriptor *fd,
+                             const cJSON *v, const char *prefix)
 {
-    if (!cJSON_IsObject(o))
-        return adapt_fail(c->err, ADAPT_EINVAL, "%s: %s must be a JSON object", c->src, c->path);
-    for (const cJSON *m = o->child; m; m = m->next) {
-        size_t i = 0;
-        while (i < n && strcmp(f[i].key, m->string)) i++;
-        if (i == n) return spec_fail(c, m->string, "unknown key");
-        if (seen[i] != 0) return spec_fail(c, m->string, "given twice");
-        /* null means "the default", as in proto3's JSON mapping (what the daemon may send) */
-        if (cJSON_IsNull(m)) { seen[i] = -1; continue; }
-        seen[i] = 1;
-        if (spec_read_value(c, obj, &f[i], m)) return c->err->code;
+    if (!cJSON_IsArray(v)) return spec_fail(c, prefix, fd->name, "expected an array of strings");
+    int n = cJSON_GetArraySize(v);
+    if (n > TRAIN_RULES_MAX_LIST)
+        return spec_fail(c, prefix, fd->name, "more than %d entries", TRAIN_RULES_MAX_LIST);
+    char **list = calloc((size_t)n + 1, sizeof *list);
+    if (!list) return spec_nomem(c);
+    /* installed first, counted per entry: a failure half-way is freed with the message */
+    *(char ***)((char *)msg + fd->offset) = list;
+    size_t *count = (size_t *)((char *)msg + fd->quantifier_offset);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) {
+        if (!(list[*count] = spec_string(e)))
+            return spec_fail(c, prefix, fd->name, "expected an array of strings");
+        (*count)++;
     }
-    for (size_t i = 0; i < n; i++)
-        if (f[i].required && seen[i] <= 0) return spec_fail(c, f[i].key, "is required");
     return ADAPT_OK;
 }
 
-static size_t spec_index(const spec_field *f, size_t n, const char *key)
-{
-    size_t i = 0;
-    while (i < n && strcmp(f[i].key, key)) i++;
-    return i;
-}
+static int spec_read_object(spec_ctx *c, ProtobufCMessage *msg, const cJSON *o,
+                            train_rules_object object, const char *prefix, uint64_t *given,
+                            train_rules_given *sub_given);
 
-/* One stage object; fields it leaves out come from the top level (see train_spec.h). */
-static int spec_parse_stage(spec_ctx *c, const Adaptd__TrainSpec *top, const cJSON *o,
-                            Adaptd__StageSchedule *st)
+/* "stages": an array of StageSchedule objects; sub_given->stage[k] marks what stage k gave. */
+static int spec_read_stages(spec_ctx *c, Adaptd__TrainSpec *t, const cJSON *v, const char *prefix,
+                            train_rules_given *given)
 {
-    int seen[SPEC_MAX_FIELDS] = { 0 };
-    if (spec_defaults(c, st, stage_fields, SPEC_COUNT(stage_fields))) return c->err->code;
-    if (spec_read_object(c, st, stage_fields, SPEC_COUNT(stage_fields), o, seen))
-        return c->err->code;
-    const size_t n = SPEC_COUNT(stage_fields);
-    int gave_length = seen[spec_index(stage_fields, n, "epochs")] > 0 ||
-                      seen[spec_index(stage_fields, n, "max_steps")] > 0;
-    if (!gave_length) {
-        st->epochs = top->epochs;
-        st->max_steps = top->max_steps;
-    }
-    if (seen[spec_index(stage_fields, n, "lr_llm")] <= 0) st->lr_llm = top->lr_llm;
-    if (seen[spec_index(stage_fields, n, "lr_vision")] <= 0) st->lr_vision = top->lr_vision;
-    if (seen[spec_index(stage_fields, n, "warmup_ratio")] <= 0) st->warmup_ratio = top->warmup_ratio;
-    if (seen[spec_index(stage_fields, n, "schedule")] <= 0 &&
-        spec_set_str(c, st, offsetof(Adaptd__StageSchedule, schedule), "schedule", top->schedule))
-        return c->err->code;
-    if (st->epochs == 0 && st->max_steps == 0)
-        return spec_fail(c, "epochs", "a stage needs epochs or max_steps above 0");
-    return ADAPT_OK;
-}
-
-static int spec_parse_stages(spec_ctx *c, Adaptd__TrainSpec *t, const cJSON *arr)
-{
-    if (!cJSON_IsArray(arr)) return spec_fail(c, "stages", "expected an array of 2 objects");
-    int n = cJSON_GetArraySize(arr);
-    if (n != 2)
-        return spec_fail(c, "stages", "two_stage takes exactly 2 stages (captions, then "
-                         "tasks), got %d", n);
-    t->stages = calloc(2, sizeof *t->stages);
-    if (!t->stages) return adapt_fail(c->err, ADAPT_ENOMEM, "%s: no memory", c->src);
-    char saved[sizeof c->path];
-    memcpy(saved, c->path, sizeof saved);
-    int i = 0, rc = ADAPT_OK;
-    for (const cJSON *o = arr->child; o && !rc; o = o->next, i++) {
+    if (!cJSON_IsArray(v)) return spec_fail(c, prefix, "stages", "expected an array of objects");
+    int n = cJSON_GetArraySize(v);
+    if (n > TRAIN_RULES_MAX_LIST)
+        return spec_fail(c, prefix, "stages", "more than %d entries", TRAIN_RULES_MAX_LIST);
+    t->stages = calloc((size_t)n + 1, sizeof *t->stages);
+    if (!t->stages) return spec_nomem(c);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) {
+        size_t k = t->n_stages;
+        if (!cJSON_IsObject(e)) return spec_fail(c, prefix, "stages", "expected an array of objects");
         Adaptd__StageSchedule *st = malloc(sizeof *st);
-        if (!st) return adapt_fail(c->err, ADAPT_ENOMEM, "%s: no memory", c->src);
+        if (!st) return spec_nomem(c);
         adaptd__stage_schedule__init(st);
-        t->stages[i] = st;
-        t->n_stages = (size_t)i + 1;
-        snprintf(c->path, sizeof c->path, "%.200s.stages[%d]", saved, i);
-        rc = spec_parse_stage(c, t, o, st);
-    }
-    if (!rc) memcpy(c->path, saved, sizeof saved);
-    return rc;
-}
-
-static int spec_use_default_pool(spec_ctx *c, Adaptd__TrainSpec *t)
-{
-    size_t n = train_spec_n_default_instructions;
-    t->caption_instructions = calloc(n, sizeof *t->caption_instructions);
-    if (!t->caption_instructions) return adapt_fail(c->err, ADAPT_ENOMEM, "%s: no memory", c->src);
-    for (size_t i = 0; i < n; i++) {
-        if (!(t->caption_instructions[i] = spec_strdup(train_spec_default_instructions[i])))
-            return adapt_fail(c->err, ADAPT_ENOMEM, "%s: no memory", c->src);
-        t->n_caption_instructions = i + 1;
+        t->stages[k] = st;
+        t->n_stages++;
+        char sub[TRAIN_RULES_FIELD_MAX];
+        snprintf(sub, sizeof sub, "%sstages[%zu].", prefix, k);
+        uint64_t scratch = 0;
+        uint64_t *mask = k < TRAIN_RULES_STAGES ? &given->stage[k] : &scratch;
+        int rc = spec_read_object(c, &st->base, e, TRAIN_RULES_STAGE, sub, mask, NULL);
+        if (rc) return rc;
     }
     return ADAPT_OK;
 }
 
-/* Rules between keys, each reported against the key a user would change. */
-static int spec_check_train(spec_ctx *c, Adaptd__TrainSpec *t, const cJSON *o)
+/* Reads every member of o into msg through msg's descriptor, marking each one given (not null)
+ * in *given. Unknown and repeated keys are refused. sub_given: the TrainSpec's stages' marks
+ * (object TRAIN_RULES_TRAIN) or the train spec's (TRAIN_RULES_JOB); NULL for a stage. */
+static int spec_read_object(spec_ctx *c, ProtobufCMessage *msg, const cJSON *o,
+                            train_rules_object object, const char *prefix, uint64_t *given,
+                            train_rules_given *sub_given)
 {
-    int two = !strcmp(t->mode, "two_stage");
-    if (t->epochs == 0 && t->max_steps == 0)
-        return spec_fail(c, "epochs", "epochs and max_steps are both 0: give one of them");
-    if (t->micro_batch_tokens < t->max_seq_len)
-        return spec_fail(c, "micro_batch_tokens", "%u is below max_seq_len %u, so a sample of "
-                         "max_seq_len tokens could not fit in a micro-batch",
-                         t->micro_batch_tokens, t->max_seq_len);
-    if (t->image_min_pixels > t->image_max_pixels)
-        return spec_fail(c, "image_min_pixels", "%u is above image_max_pixels %u",
-                         t->image_min_pixels, t->image_max_pixels);
-    if (t->blank_image_ratio > 0 && strcmp(t->mode, "synthesizer"))
-        return spec_fail(c, "blank_image_ratio", "applies only to mode \"synthesizer\"");
-    if (two && t->n_overlays == 0)
-        return spec_fail(c, "overlays", "two_stage needs an overlay with the synthesized tasks "
-                         "for its second stage");
-    const cJSON *stages = cJSON_GetObjectItemCaseSensitive(o, "stages");
-    if (cJSON_IsNull(stages) || (cJSON_IsArray(stages) && cJSON_GetArraySize(stages) == 0))
-        stages = NULL;   /* null or [] : none, as proto3 JSON writes an empty repeated field */
-    if (stages && !two)
-        return spec_fail(c, "stages", "applies only to mode \"two_stage\"");
-    if (!stages && two)
-        return spec_fail(c, "stages", "mode \"two_stage\" needs 2 stage objects");
-    return stages ? spec_parse_stages(c, t, stages) : ADAPT_OK;
+    const ProtobufCMessageDescriptor *d = msg->descriptor;
+    uint64_t seen = 0;
+    for (const cJSON *m = o->child; m; m = m->next) {
+        const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field_by_name(d, m->string);
+        if (!fd) return spec_fail(c, prefix, m->string, "unknown field");
+        uint64_t bit = (uint64_t)1 << (fd - d->fields);
+        if (seen & bit) return spec_fail(c, prefix, m->string, "given twice");
+        seen |= bit;
+        if (cJSON_IsNull(m)) continue;   /* null means "the default", as in proto3's JSON */
+        if (train_rules_mark(given, object, fd->name))
+            return spec_fail(c, prefix, fd->name, "no rule for this field (proto/train_rules.c)");
+        int rc;
+        if (fd->type == PROTOBUF_C_TYPE_MESSAGE && object == TRAIN_RULES_TRAIN) {
+            rc = spec_read_stages(c, (Adaptd__TrainSpec *)msg, m, prefix, sub_given);
+        } else if (fd->type == PROTOBUF_C_TYPE_MESSAGE) {
+            /* the envelope: train is read here; another kind's sub-spec stays marked given
+             * only, and train_rules_fill_job refuses it */
+            if (strcmp(fd->name, "train")) continue;
+            if (!cJSON_IsObject(m)) return spec_fail(c, prefix, "train", "expected an object");
+            Adaptd__TrainSpec *t = malloc(sizeof *t);
+            if (!t) return spec_nomem(c);
+            adaptd__train_spec__init(t);
+            ((Adaptd__JobSpec *)msg)->train = t;
+            rc = spec_read_object(c, &t->base, m, TRAIN_RULES_TRAIN, "train.", &sub_given->top,
+                                  sub_given);
+        } else if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+            rc = spec_read_strings(c, msg, fd, m, prefix);
+        } else {
+            rc = spec_read_scalar(c, msg, fd, m, prefix);
+        }
+        if (rc) return rc;
+    }
+    return ADAPT_OK;
+}
+
+/* A refusal by proto/train_rules (err holds the reason alone) as "SRC: FIELD: reason". */
+static int spec_rules_failed(spec_ctx *c, int rc, const char *field)
+{
+    if (rc != ADAPT_EINVAL) return rc;
+    char reason[sizeof c->err->message];
+    snprintf(reason, sizeof reason, "%s", c->err->message);
+    return adapt_fail(c->err, ADAPT_EINVAL, "%s: %s: %s", c->src, field[0] ? field : "spec", reason);
 }
 
 static int spec_parse_train_obj(spec_ctx *c, const cJSON *o, Adaptd__TrainSpec **out)
 {
+    if (!cJSON_IsObject(o))
+        return adapt_fail(c->err, ADAPT_EINVAL, "%s: the spec must be a JSON object", c->src);
     Adaptd__TrainSpec *t = malloc(sizeof *t);
-    if (!t) return adapt_fail(c->err, ADAPT_ENOMEM, "%s: no memory", c->src);
+    if (!t) return spec_nomem(c);
     adaptd__train_spec__init(t);
-    const size_t n = SPEC_COUNT(train_fields);
-    int seen[SPEC_MAX_FIELDS] = { 0 };
-    int rc = spec_defaults(c, t, train_fields, n);
-    if (!rc) rc = spec_read_object(c, t, train_fields, n, o, seen);
-    if (!rc && seen[spec_index(train_fields, n, "lr_vision")] <= 0) t->lr_vision = t->lr_llm;
-    if (!rc && seen[spec_index(train_fields, n, "caption_instructions")] <= 0)
-        rc = spec_use_default_pool(c, t);
-    if (!rc) rc = spec_check_train(c, t, o);
+    train_rules_given given = { 0 };
+    char field[TRAIN_RULES_FIELD_MAX];
+    int rc = spec_read_object(c, &t->base, o, TRAIN_RULES_TRAIN, "", &given.top, &given);
+    if (!rc) rc = spec_rules_failed(c, train_rules_fill(t, &given, field, c->err), field);
     if (rc) {
         train_spec_free(t);
         return rc;
@@ -447,9 +272,8 @@ static cJSON *spec_parse_json(spec_ctx *c, const char *json, size_t len)
 int train_spec_parse(const char *json, size_t len, const char *src, Adaptd__TrainSpec **out,
                      adapt_error *err)
 {
-    spec_ctx c = { .src = src ? src : "train spec", .path = "$", .err = err };
     adapt_error local;
-    if (!c.err) c.err = &local;
+    spec_ctx c = { .src = src ? src : "train spec", .err = err ? err : &local };
     *out = NULL;
     cJSON *root = spec_parse_json(&c, json, len);
     if (!root) return c.err->code;
@@ -460,22 +284,16 @@ int train_spec_parse(const char *json, size_t len, const char *src, Adaptd__Trai
 
 static int spec_parse_job_obj(spec_ctx *c, const cJSON *o, Adaptd__JobSpec **out)
 {
+    if (!cJSON_IsObject(o))
+        return adapt_fail(c->err, ADAPT_EINVAL, "%s: the job spec must be a JSON object", c->src);
     Adaptd__JobSpec *j = malloc(sizeof *j);
-    if (!j) return adapt_fail(c->err, ADAPT_ENOMEM, "%s: no memory", c->src);
+    if (!j) return spec_nomem(c);
     adaptd__job_spec__init(j);
-    const size_t n = SPEC_COUNT(job_fields);
-    int seen[SPEC_MAX_FIELDS] = { 0 };
-    int rc = spec_defaults(c, j, job_fields, n);
-    if (!rc) rc = spec_read_object(c, j, job_fields, n, o, seen);
-    if (!rc) {
-        const cJSON *train = cJSON_GetObjectItemCaseSensitive(o, "train");
-        if (!train || cJSON_IsNull(train)) {
-            rc = spec_fail(c, "train", "a job of kind \"train\" needs a train object");
-        } else {
-            snprintf(c->path, sizeof c->path, "$.train");
-            rc = spec_parse_train_obj(c, train, &j->train);
-        }
-    }
+    uint64_t envelope = 0;
+    train_rules_given given = { 0 };
+    char field[TRAIN_RULES_FIELD_MAX];
+    int rc = spec_read_object(c, &j->base, o, TRAIN_RULES_JOB, "", &envelope, &given);
+    if (!rc) rc = spec_rules_failed(c, train_rules_fill_job(j, envelope, &given, field, c->err), field);
     if (rc) {
         train_spec_free_job(j);
         return rc;
@@ -487,9 +305,8 @@ static int spec_parse_job_obj(spec_ctx *c, const cJSON *o, Adaptd__JobSpec **out
 int train_spec_parse_job(const char *json, size_t len, const char *src, Adaptd__JobSpec **out,
                          adapt_error *err)
 {
-    spec_ctx c = { .src = src ? src : "job spec", .path = "$", .err = err };
     adapt_error local;
-    if (!c.err) c.err = &local;
+    spec_ctx c = { .src = src ? src : "job spec", .err = err ? err : &local };
     *out = NULL;
     cJSON *root = spec_parse_json(&c, json, len);
     if (!root) return c.err->code;

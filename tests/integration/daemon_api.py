@@ -144,12 +144,24 @@ def main():
     jid = job["id"]
     st, text = call(unix, "GET", "/v1/jobs/" + jid)
     check(st == 200 and json.loads(text)["state"] == "queued", "read back over the Unix socket")
+    # the spec read back carries every effective value (proto/train_rules' defaults), as
+    # adapt-worker will run it
+    train = json.loads(text)["spec"]["train"]
+    want = {"global_batch": 8, "epochs": 1, "pack_window": 1024, "checkpoint_every": 500,
+            "mode": "single_stage", "schedule": "cosine", "freeze_vision": True, "seed": 42,
+            "model_path": os.path.realpath(os.path.join(data, "model"))}
+    check(all(train.get(k) == v for k, v in want.items()), "effective values in the spec: %s" % train)
+    check(len(train.get("caption_instructions", [])) == 8, "the built-in caption pool is shown")
 
     bad = dict(spec, train=dict(spec["train"], epochs="one"))
     st, text = call(tcp, "POST", "/v1/jobs", bad, token)
     check(st == 400 and "train.epochs" in text, "wrong type -> 400 naming train.epochs: " + text)
     st, text = call(tcp, "POST", "/v1/jobs", dict(spec, colour="red"), token)
     check(st == 400 and "colour" in text, "unknown field -> 400: " + text)
+    bad = dict(spec, train=dict(spec["train"], pack_window=0))
+    st, text = call(tcp, "POST", "/v1/jobs", bad, token)
+    check(st == 400 and "train.pack_window: 0 is outside [1, 1048576]" in text,
+          "out of range -> 400 naming train.pack_window and its range: " + text)
     escape = dict(spec, train=dict(spec["train"], corpus="../../etc"))
     st, text = call(tcp, "POST", "/v1/jobs", escape, token)
     check(st == 400 and "train.corpus" in text, "path escape -> 400: " + text)

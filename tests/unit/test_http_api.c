@@ -92,7 +92,7 @@ static int call(int port, const char *method, const char *path, const char *json
 
 static const char *GOOD = "{\"name\":\"n%d\",\"kind\":\"train\",\"ranks\":2,\"train\":"
     "{\"model_path\":\"model\",\"corpus\":\"corpus\",\"output_dir\":\"out/run%d\",\"epochs\":1,"
-    "\"lr_llm\":0.0002,\"overlays\":[\"corpus\"],\"freeze_vision\":true,"
+    "\"lr_llm\":0.0002,\"overlays\":[\"corpus\"],\"freeze_vision\":false,\"mode\":\"two_stage\","
     "\"stages\":[{\"epochs\":1,\"schedule\":\"linear\"},{\"lr_llm\":0.001}]}}";
 
 static void create_job(int port, int i, char id[64])
@@ -133,13 +133,27 @@ static void test_create_and_read(fixture *fx, char id[64])
     CHECK(strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(train, "model_path")), want) == 0);
     CHECK(strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(train, "schedule")), "cosine") == 0);
     CHECK(cJSON_GetObjectItem(doc, "ranks")->valuedouble == 2);
-    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(train, "freeze_vision")));
+    CHECK(cJSON_IsFalse(cJSON_GetObjectItem(train, "freeze_vision")));   /* a false given stays */
     CHECK_STR_CONTAINS(body, "\"lr_llm\":0.0002,");
-    CHECK_STR_CONTAINS(body, "\"stages\":[{\"epochs\":1,");
-    CHECK_STR_CONTAINS(body, "{\"lr_llm\":0.001}");
-    /* members left out and unset stay out (adapt-worker fills its own defaults for them) */
-    CHECK(!strstr(body, "\"max_steps\"") && !strstr(body, "\"weight_decay\"") &&
-          !strstr(body, "\"synthesize\""));
+    /* every member carries its effective value (proto/train_rules' defaults filled in), as
+     * adapt-worker will run it */
+    CHECK(cJSON_GetObjectItem(train, "pack_window")->valuedouble == 1024);
+    CHECK(cJSON_GetObjectItem(train, "checkpoint_every")->valuedouble == 500);
+    CHECK(cJSON_GetObjectItem(train, "max_steps")->valuedouble == 0);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(train, "freeze_merger")));
+    CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(train, "caption_instructions")) == 8);
+    CHECK_STR_CONTAINS(body, "\"lr_vision\":0.0002,");   /* follows lr_llm */
+    CHECK_STR_CONTAINS(body, "\"seed\":42,");
+    cJSON *stages = cJSON_GetObjectItem(train, "stages");
+    cJSON *s0 = cJSON_GetArrayItem(stages, 0), *s1 = cJSON_GetArrayItem(stages, 1);
+    CHECK(cJSON_GetArraySize(stages) == 2 && s0 && s1);
+    if (s0 && s1) {   /* a stage's members left out come from the top level */
+        CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(s0, "schedule")), "linear"));
+        CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(s1, "schedule")), "cosine"));
+        CHECK(cJSON_GetObjectItem(s1, "epochs")->valuedouble == 1);
+    }
+    CHECK_STR_CONTAINS(body, "\"lr_llm\":0.001,");
+    CHECK(!strstr(body, "\"synthesize\""));   /* only the sub-spec of the job's kind */
     cJSON_Delete(doc);
     free(body);
     CHECK(call(fx->port, "GET", "/v1/jobs/0123456789abcdef0123456789abcdef", NULL, 0, &body) == 404);
@@ -184,6 +198,13 @@ static void test_bad_specs(fixture *fx)
     expect_400(p, "{\"kind\":\"train\",\"train\":{\"stages\":[{\"epochs\":1},{\"epochs\":\"x\"}]}}",
                "train.stages[1].epochs");
     expect_400(p, "{\"kind\":\"train\",\"train\":{\"stages\":[1]}}", "train.stages: expected an array of objects");
+    /* proto/train_rules, the rules adapt-worker applies too: a member named with its range */
+    expect_400(p, "{\"kind\":\"train\",\"train\":{\"model_path\":\"model\",\"corpus\":\"corpus\","
+                  "\"output_dir\":\"o\",\"pack_window\":0}}", "train.pack_window: 0 is outside [1, 1048576]");
+    expect_400(p, "{\"kind\":\"train\",\"train\":{\"model_path\":\"model\",\"corpus\":\"corpus\","
+                  "\"output_dir\":\"o\",\"stages\":[{},{}]}}", "train.stages: applies only to mode");
+    expect_400(p, "{\"kind\":\"train\",\"ranks\":0,\"train\":{}}", "ranks: 0 is outside [1, 65536]");
+    expect_400(p, "{\"kind\":\"train\"} {}", "unexpected text after the document");
     expect_400(p, "{\"kind\":", "malformed JSON");
     expect_400(p, "[1,2]", "must be a JSON object");
     char *body;
