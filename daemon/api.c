@@ -19,6 +19,8 @@
 
 #include "job_spec.h"
 #include "status_page.h"
+#include "pipeline.h"
+#include "workqueue.h"
 
 enum { API_PAGE_DEFAULT = 20, API_PAGE_MAX = 100, API_POINTS_DEFAULT = 1000,
        API_POINTS_MAX = 10000, API_METRICS_JOBS = 256,
@@ -246,12 +248,78 @@ static void jobs_list(api_t *api, const http_request *req, http_response *res)
     reply_json(res, 200, doc);
 }
 
+static cJSON *shards_json(const workqueue_counts *wc)
+{
+    cJSON *sh = cJSON_CreateObject();
+    add_int(sh, "total", (long long)wc->total);
+    add_int(sh, "pending", (long long)wc->pending);
+    add_int(sh, "leased", (long long)wc->leased);
+    add_int(sh, "done", (long long)wc->done);
+    add_int(sh, "records", (long long)wc->records);
+    return sh;
+}
+
+/* Adds "stage" {name, index, count} and "stages" [{index, name, kind, state, attempt, attempts,
+ * started_ms, finished_ms, shards}] to a pipeline job's document; returns the current stage. */
+static uint32_t pipeline_json(api_t *api, const job_store_record *r, workqueue_t *wq, cJSON *doc)
+{
+    pipeline_plan plan;
+    pipeline_stage_row rows[PIPELINE_MAX_STAGES];
+    size_t n = 0;
+    uint32_t next = 0;
+    adapt_error err = {0};
+    if (pipeline_plan_make(r->spec_json, &plan, &err) != ADAPT_OK ||
+        pipeline_stages_get(api->cfg.store, r->id, rows, PIPELINE_MAX_STAGES, &n, &err) != ADAPT_OK ||
+        pipeline_next_stage(api->cfg.store, r->id, (uint32_t)plan.n, &next, &err) != ADAPT_OK) {
+        pipeline_plan_free(&plan);
+        return 0;
+    }
+    /* a finished job shows its last stage; a running one the stage it is on */
+    uint32_t cur = next < plan.n ? next : (uint32_t)(plan.n ? plan.n - 1 : 0);
+    cJSON *st = cJSON_AddObjectToObject(doc, "stage");
+    cJSON_AddStringToObject(st, "name", plan.n ? plan.stage[cur].name : "");
+    add_int(st, "index", cur);
+    add_int(st, "count", (long long)plan.n);
+    cJSON *arr = cJSON_AddArrayToObject(doc, "stages");
+    for (size_t i = 0; i < plan.n; i++) {
+        const pipeline_stage_row *row = NULL;
+        for (size_t k = 0; k < n; k++) if (rows[k].index == i) row = &rows[k];
+        cJSON *o = cJSON_CreateObject();
+        add_int(o, "index", (long long)i);
+        cJSON_AddStringToObject(o, "name", plan.stage[i].name);
+        cJSON_AddStringToObject(o, "kind", plan.stage[i].kind);
+        cJSON_AddStringToObject(o, "state", row ? row->state : "pending");
+        add_int(o, "attempt", row ? row->attempt : 0);
+        add_int(o, "attempts", row ? row->attempts : 0);
+        add_int(o, "started_ms", row ? row->started_ms : 0);
+        add_int(o, "finished_ms", row ? row->finished_ms : 0);
+        cJSON_AddStringToObject(o, "output_dir", plan.stage[i].output_dir);
+        workqueue_counts wc;
+        if (wq && workqueue_counts_get(wq, r->id, (uint32_t)i, &wc, NULL) == ADAPT_OK && wc.total)
+            cJSON_AddItemToObject(o, "shards", shards_json(&wc));
+        cJSON_AddItemToArray(arr, o);
+    }
+    pipeline_plan_free(&plan);
+    return cur;
+}
+
 static void job_reply(api_t *api, const char *id, int status, http_response *res)
 {
     job_store_record r;
     adapt_error err = {0};
     if (job_store_get(api->cfg.store, id, &r, &err) != ADAPT_OK) { reply_store_error(res, &err); return; }
-    reply_json(res, status, job_json(&r));
+    cJSON *doc = job_json(&r);
+    workqueue_t *wq = scheduler_workqueue(api->cfg.sched);
+    /* a pipeline's stages (issue 8 item 6): "stage" is the one running or next, "stages" each
+     * one's state, attempts and work-queue units */
+    uint32_t current = 0;
+    if (strcmp(r.kind, "pipeline") == 0) current = pipeline_json(api, &r, wq, doc);
+    /* the work queue's units (issue 8 item 5): the job's progress over all its ranks */
+    workqueue_counts wc;
+    if (wq && strcmp(r.kind, "train") != 0 &&   /* train jobs take no units: no query per GET */
+        workqueue_counts_get(wq, id, current, &wc, NULL) == ADAPT_OK && wc.total)
+        cJSON_AddItemToObject(doc, "shards", shards_json(&wc));
+    reply_json(res, status, doc);
     job_store_record_clear(&r);
 }
 

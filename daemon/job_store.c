@@ -35,7 +35,9 @@ static const unsigned allowed[JOB_STORE_STATE_COUNT] = {
     [JOB_STORE_STARTING]  = B(JOB_STORE_RUNNING) | B(JOB_STORE_FAILED) | B(JOB_STORE_CANCELLED)
                           | B(JOB_STORE_RETRYING) | B(JOB_STORE_PREEMPTED),
     [JOB_STORE_RUNNING]   = B(JOB_STORE_SUCCEEDED) | B(JOB_STORE_FAILED) | B(JOB_STORE_CANCELLED)
-                          | B(JOB_STORE_RETRYING) | B(JOB_STORE_PREEMPTED),
+                          | B(JOB_STORE_RETRYING) | B(JOB_STORE_PREEMPTED)
+                          /* a pipeline job's next stage (daemon/pipeline.h) */
+                          | B(JOB_STORE_STARTING),
     [JOB_STORE_RETRYING]  = B(JOB_STORE_STARTING) | B(JOB_STORE_FAILED) | B(JOB_STORE_CANCELLED),
     [JOB_STORE_PREEMPTED] = B(JOB_STORE_QUEUED) | B(JOB_STORE_STARTING) | B(JOB_STORE_CANCELLED),
 };
@@ -134,7 +136,7 @@ static const char schema_sql[] =
  * it, and a cancel
  * that is waiting for the attempt's processes to end. Columns are added, never changed, so a
  * version-1 database keeps every job. */
-enum { SCHEMA_VERSION = 2 };
+enum { SCHEMA_VERSION = 3 };
 static const char migrate_v2_sql[] =
     "ALTER TABLE attempts ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE attempts ADD COLUMN pid_start INTEGER NOT NULL DEFAULT 0;"
@@ -143,6 +145,27 @@ static const char migrate_v2_sql[] =
     "ALTER TABLE attempts ADD COLUMN done_error TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE attempts ADD COLUMN slurm_id TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;";
+
+/* Schema version 3 (the paper's pipeline, issue 8): shards — one row per unit of work (a base
+ * shard, an evaluate chunk) of a job's stage, with who holds it and what it produced
+ * (daemon/workqueue.c); state is 'pending', 'leased' (to rank, attempt) or 'done', and
+ * done_count counts the ShardDone frames taken for it (1 when no unit was ever done twice).
+ * stages — the pipeline job's stages (daemon/pipeline.c). */
+static const char migrate_v3_sql[] =
+    "CREATE TABLE IF NOT EXISTS shards("
+    "  job_id TEXT NOT NULL REFERENCES jobs(id), stage INTEGER NOT NULL, shard INTEGER NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'pending', rank INTEGER NOT NULL DEFAULT -1,"
+    "  attempt INTEGER NOT NULL DEFAULT 0, output TEXT NOT NULL DEFAULT '',"
+    "  records INTEGER NOT NULL DEFAULT 0, done_count INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(job_id, stage, shard)) WITHOUT ROWID;"
+    /* the pipeline job's stages (daemon/pipeline.c): 'pending', 'running' or 'done', and the
+     * latest attempt that ran each */
+    "CREATE TABLE IF NOT EXISTS stages("
+    "  job_id TEXT NOT NULL REFERENCES jobs(id), stage INTEGER NOT NULL, name TEXT NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'pending', attempt INTEGER NOT NULL DEFAULT 0,"
+    "  attempts INTEGER NOT NULL DEFAULT 0, started_ms INTEGER NOT NULL DEFAULT 0,"
+    "  finished_ms INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(job_id, stage)) WITHOUT ROWID;";
 
 struct job_store {
     sqlite3      *db;
@@ -220,9 +243,10 @@ static int schema_migrate(job_store_t *js, const char *path, adapt_error *err)
         return adapt_fail(err, ADAPT_EUNSUPPORTED, "job store %s has schema version %d; this adaptd "
                           "knows %d: run the newer adaptd that wrote it", path, v, SCHEMA_VERSION);
     if (v == SCHEMA_VERSION) return ADAPT_OK;
-    char *msg = NULL, sql[sizeof migrate_v2_sql + 96];
-    snprintf(sql, sizeof sql, "BEGIN IMMEDIATE; %s PRAGMA user_version = %d; COMMIT;",
-             migrate_v2_sql, SCHEMA_VERSION);
+    /* every step from v on, in one transaction: a crash leaves the old version whole */
+    char *msg = NULL, sql[sizeof migrate_v2_sql + sizeof migrate_v3_sql + 96];
+    snprintf(sql, sizeof sql, "BEGIN IMMEDIATE; %s %s PRAGMA user_version = %d; COMMIT;",
+             v < 2 ? migrate_v2_sql : "", v < 3 ? migrate_v3_sql : "", SCHEMA_VERSION);
     if (sqlite3_exec(js->db, sql, NULL, NULL, &msg) == SQLITE_OK) return ADAPT_OK;
     int rc = adapt_fail(err, ADAPT_EIO, "job store %s: migrating schema %d to %d: %s", path, v,
                         SCHEMA_VERSION, msg ? msg : "?");
@@ -289,6 +313,8 @@ void job_store_close(job_store_t *js)
     sqlite3_close(js->db);
     free(js);
 }
+
+struct sqlite3 *job_store_sqlite(job_store_t *js) { return js->db; }
 
 int job_store_job_dir(job_store_t *js, const char *id, char *buf, size_t size)
 {
@@ -473,7 +499,10 @@ static int transition_locked(job_store_t *js, const char *id, int to, const char
         sqlite3_bind_text(c, 1, id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(c, 2, attempt);
         sqlite3_bind_int64(c, 3, t);
-        sqlite3_bind_text(c, 4, job_store_state_name(to), -1, SQLITE_STATIC);
+        /* running -> starting is a pipeline's stage that ended well, its next one starting */
+        sqlite3_bind_text(c, 4, from == JOB_STORE_RUNNING && to == JOB_STORE_STARTING
+                          ? job_store_state_name(JOB_STORE_SUCCEEDED) : job_store_state_name(to),
+                          -1, SQLITE_STATIC);
         sqlite3_bind_text(c, 5, message ? message : "", -1, SQLITE_STATIC);
         if ((rc = stmt_run(js, c, err, "closing an attempt")) != ADAPT_OK) return rc;
     }

@@ -156,6 +156,11 @@ int job_store_attempt_count(job_store_t *js, const char *id, int outcome, uint32
  * of the daemon). */
 int job_store_request_cancel(job_store_t *js, const char *id, adapt_error *err);
 
+/* The database handle, for modules that keep tables of their own in it (daemon/workqueue.c:
+ * the shards table of schema version 3). Same thread as the store, never closed by them. */
+struct sqlite3;
+struct sqlite3 *job_store_sqlite(job_store_t *js);
+
 /* A cheap query that proves the database answers (readiness). */
 int job_store_ping(job_store_t *js, adapt_error *err);
 

@@ -168,6 +168,8 @@ static const char *frame_job(const Adaptd__LinkFrame *f)
     case ADAPTD__LINK_FRAME__BODY_CHECKPOINT: return f->checkpoint->job_id;
     case ADAPTD__LINK_FRAME__BODY_DONE:       return f->done->job_id;
     case ADAPTD__LINK_FRAME__BODY_HEARTBEAT:  return f->heartbeat->job_id;
+    case ADAPTD__LINK_FRAME__BODY_WORK_REQUEST: return f->work_request->job_id;
+    case ADAPTD__LINK_FRAME__BODY_SHARD_DONE:   return f->shard_done->job_id;
     default:                                  return NULL;
     }
 }
@@ -362,6 +364,9 @@ int link_store_frame(job_store_t *js, const Adaptd__LinkFrame *f, adapt_error *e
         return job_store_attempt_set_done(js, f->done->job_id, 0, link_done_outcome(f->done),
                                           f->done->ok ? NULL : f->done->error, err);
     case ADAPTD__LINK_FRAME__BODY_HEARTBEAT:
+        return ADAPT_OK;
+    case ADAPTD__LINK_FRAME__BODY_WORK_REQUEST:   /* the scheduler's work queue answers these */
+    case ADAPTD__LINK_FRAME__BODY_SHARD_DONE:
         return ADAPT_OK;
     default:
         return adapt_fail(err, ADAPT_EINVAL, "a worker may not send this frame");

@@ -26,7 +26,9 @@
 #include <cjson/cJSON.h>
 
 #include "launcher.h"
+#include "pipeline.h"
 #include "slurm.h"
+#include "workqueue.h"
 
 enum { SCHED_PAGE = 64 };
 
@@ -55,6 +57,10 @@ typedef struct sjob {
     char         done_error[512];
     char         stop_reason[256];
     link_peer_t *peer0;           /* rank 0's link connection, for Control */
+    int          pipeline;        /* kind "pipeline": each attempt runs one stage (pipeline.h) */
+    uint32_t     stage;           /* the stage the current attempt runs; the work queue's key */
+    int          stage_train;     /* that stage is the train stage (the one with a loss curve) */
+    int          advance;         /* a stage ended well: the next one starts once drained */
 } sjob;
 
 struct scheduler {
@@ -66,6 +72,7 @@ struct scheduler {
     int              open_handles;
     int              closing;
     sjob            *jobs;
+    workqueue_t     *wq;                 /* shards handed to ranks as they ask (issue 8) */
 };
 
 /* ---- the slot rule -------------------------------------------------------------------------- */
@@ -130,6 +137,7 @@ static sjob *job_add(scheduler_t *s, const job_store_record *r)
     j->attempt = r->attempt;
     j->max_restarts = r->max_restarts;
     j->cancel = r->cancel_requested;
+    j->pipeline = strcmp(r->kind, "pipeline") == 0;
     j->next = s->jobs;
     s->jobs = j;
     return j;
@@ -192,6 +200,40 @@ static void failure_reason(const sjob *j, int known, int64_t status, int sig, ch
     else snprintf(buf, size, "exited with status 0 without reporting Done");
 }
 
+/* A pipeline's attempt ended well: the stage it ran is done. 1 when a later stage remains (the
+ * job stays running and j->advance starts it once drained), 0 when that was the last one (the
+ * job succeeds), -1 when the store could not say (j->stop_reason holds why: the attempt counts
+ * as failed, and a retry finds the stage done or reruns it). */
+static int pipeline_advance(scheduler_t *s, sjob *j)
+{
+    adapt_error err = {0};
+    job_store_record r;
+    pipeline_plan plan;
+    uint32_t next = 0;
+    int rc = pipeline_stage_finish(s->cfg.store, j->id, j->attempt, &err);
+    if (!rc) rc = job_store_get(s->cfg.store, j->id, &r, &err);
+    if (rc) {
+        snprintf(j->stop_reason, sizeof j->stop_reason, "pipeline stage bookkeeping: %.200s", err.message);
+        return -1;
+    }
+    rc = pipeline_plan_make(r.spec_json, &plan, &err);
+    if (!rc) rc = pipeline_next_stage(s->cfg.store, j->id, (uint32_t)plan.n, &next, &err);
+    job_store_record_clear(&r);
+    int more = 0;
+    if (rc) {
+        snprintf(j->stop_reason, sizeof j->stop_reason, "pipeline stage bookkeeping: %.200s", err.message);
+        more = -1;
+    } else if (next < plan.n) {
+        fprintf(stderr, "adaptd: job %s attempt %u: stage %s (%u of %zu) finished; %s starts next\n",
+                j->id, j->attempt, j->stage < plan.n ? plan.stage[j->stage].name : "?",
+                j->stage + 1, plan.n, plan.stage[next].name);
+        more = 1;
+    }
+    pipeline_plan_free(&plan);
+    j->advance = more > 0;
+    return more;
+}
+
 /* The attempt's leader has exited (known = 1, with its status) or was found gone (known = 0,
  * an adopted or lost one): decides the job's next state from the cancel flag, the worker's Done
  * and the exit, writes it, and starts draining what is left of the attempt's processes. */
@@ -208,6 +250,15 @@ static void attempt_finish(scheduler_t *s, sjob *j, int known, int64_t status, i
     int preempted = (known && status == SLURM_STATUS_PREEMPTED) ||
                     (j->done == JOB_STORE_DONE_STOPPED &&
                      (clean || (known && status == SLURM_STATUS_TIMEOUT)));
+    adapt_error err = {0};
+    if (j->pipeline && !j->cancel && j->done == JOB_STORE_DONE_OK && clean) {
+        int adv = pipeline_advance(s, j);
+        if (adv > 0) {             /* the job stays running; its next stage starts once drained */
+            j->terminal = 0;
+            goto drain;
+        }
+        if (adv < 0) clean = 0;    /* the stage bookkeeping failed: stop_reason says why */
+    }
     if (j->cancel) {
         to = JOB_STORE_CANCELLED;
         snprintf(msg, sizeof msg, "cancelled by request");
@@ -227,7 +278,12 @@ static void attempt_finish(scheduler_t *s, sjob *j, int known, int64_t status, i
         adapt_error cerr = {0};
         if (job_store_attempt_count(s->cfg.store, j->id, JOB_STORE_PREEMPTED, &preemptions, &cerr) != ADAPT_OK)
             log_store_error("counting preemptions", j->id, &cerr);
-        uint32_t attempts = 1 + j->max_restarts + preemptions;
+        /* a pipeline's stages that ended well are not failures either */
+        uint32_t stages_done = 0;
+        if (j->pipeline &&
+            job_store_attempt_count(s->cfg.store, j->id, JOB_STORE_SUCCEEDED, &stages_done, &cerr) != ADAPT_OK)
+            log_store_error("counting finished stages", j->id, &cerr);
+        uint32_t attempts = 1 + j->max_restarts + preemptions + stages_done;
         if (fatal) {
             to = JOB_STORE_FAILED;
             snprintf(msg, sizeof msg, "attempt %u failed and is not retried (a spec or input "
@@ -241,7 +297,6 @@ static void attempt_finish(scheduler_t *s, sjob *j, int known, int64_t status, i
             snprintf(msg, sizeof msg, "attempt %u of %u failed: %s", j->attempt, attempts, why);
         }
     }
-    adapt_error err = {0};
     if (job_store_transition(s->cfg.store, j->id, to, msg[0] ? msg : NULL, &err) != ADAPT_OK) {
         /* e.g. a Done ok from a worker that never said Hello (still starting): not a success
          * the lifecycle can record, so the job fails with both reasons rather than staying
@@ -256,10 +311,18 @@ static void attempt_finish(scheduler_t *s, sjob *j, int known, int64_t status, i
     }
     fprintf(stderr, "adaptd: job %s attempt %u: %s%s%s\n", j->id, j->attempt,
             job_store_state_name(to), msg[0] ? ": " : "", msg);
+    j->terminal = to != JOB_STORE_RETRYING && to != JOB_STORE_PREEMPTED;
+drain:;
+    /* the work queue: units this attempt held but did not finish are for the next one */
+    uint64_t requeued = 0;
+    if (s->wq && workqueue_attempt_end(s->wq, j->id, j->attempt, &requeued, &err) != ADAPT_OK)
+        log_store_error("putting the attempt's units of work back", j->id, &err);
+    else if (requeued)
+        fprintf(stderr, "adaptd: job %s attempt %u: %" PRIu64 " unfinished units of work go back "
+                "to the queue\n", j->id, j->attempt, requeued);
     /* whatever the leader left behind goes now: a retry must never meet the last attempt */
     if (j->pgid > 0) launcher_group_signal((int)j->pgid, SIGKILL, j->tag);
     j->phase = PHASE_DRAIN;
-    j->terminal = to != JOB_STORE_RETRYING && to != JOB_STORE_PREEMPTED;
     j->launcher = NULL;
     j->slurm = NULL;
     j->slurm_id[0] = '\0';
@@ -366,9 +429,11 @@ typedef struct attempt_cmd {
     attempt_files f;
     char          np[16], e_link[PATH_MAX + 16], e_job[64], e_attempt[32], e_log[PATH_MAX + 80],
                   e_hb[48];
-    const char   *argv[16], *env[6];
+    const char   *argv[16], *env[7];
     int           worker_at;   /* argv[worker_at..]: the worker's own command (srun's, under Slurm) */
     int           resume, slurm;
+    /* a pipeline's stage: its kind, its spec file JOBDIR/stage-K.json, its output folder */
+    char          stage_kind[16], stage_spec[PATH_MAX + 32], stage_out[PATH_MAX];
 } attempt_cmd;
 
 /* mpirun -np N [--allow-run-as-root] --oversubscribe --bind-to none adapt-worker KIND --spec
@@ -378,6 +443,10 @@ static void attempt_command(const scheduler_t *s, const sjob *j, const job_store
 {
     char output_dir[PATH_MAX];
     spec_fields(r->spec_json, output_dir, sizeof output_dir, &c->slurm);
+    const char *kind = c->stage_kind[0] ? c->stage_kind : r->kind;
+    const char *spec = c->stage_spec[0] ? c->stage_spec : c->f.spec;
+    if (c->stage_kind[0]) snprintf(output_dir, sizeof output_dir, "%s",
+                                   strcmp(kind, "train") == 0 ? c->stage_out : "");
     c->resume = attempt > 1 && scheduler_has_checkpoint(output_dir);
     snprintf(c->np, sizeof c->np, "%u", r->ranks);
     int a = 0;
@@ -390,9 +459,9 @@ static void attempt_command(const scheduler_t *s, const sjob *j, const job_store
     c->argv[a++] = "none";
     c->worker_at = a;
     c->argv[a++] = s->worker;
-    c->argv[a++] = r->kind;
+    c->argv[a++] = kind;
     c->argv[a++] = "--spec";
-    c->argv[a++] = c->f.spec;
+    c->argv[a++] = spec;
     if (c->resume) c->argv[a++] = "--resume";
     c->argv[a] = NULL;
 
@@ -402,7 +471,12 @@ static void attempt_command(const scheduler_t *s, const sjob *j, const job_store
     snprintf(c->e_log, sizeof c->e_log, "ADAPTD_LOG_DIR=%s", c->f.log_dir);
     uint64_t hb = s->cfg.heartbeat_timeout_ms ? s->cfg.heartbeat_timeout_ms / 4 : 10000;
     snprintf(c->e_hb, sizeof c->e_hb, "ADAPTD_HEARTBEAT_MS=%" PRIu64, hb < 100 ? 100 : hb);
-    const char *env[] = { c->e_link, c->e_job, c->e_attempt, c->e_log, c->e_hb, NULL };
+    /* the kinds whose ranks take their shards from the work queue (daemon/workqueue.h) */
+    static const char *const queued_kinds[] = { "synthesize", "filter", "evaluate" };
+    const char *wq = NULL;
+    for (size_t k = 0; k < sizeof queued_kinds / sizeof queued_kinds[0]; k++)
+        if (strcmp(kind, queued_kinds[k]) == 0) wq = "ADAPTD_WORK_QUEUE=1";
+    const char *env[] = { c->e_link, c->e_job, c->e_attempt, c->e_log, c->e_hb, wq, NULL };
     memcpy(c->env, env, sizeof env);
 }
 
@@ -431,6 +505,35 @@ static int attempt_launch(scheduler_t *s, sjob *j, const job_store_record *r, ui
     return slurm_job_start(&j->slurm, s->loop, &ss, err);
 }
 
+/* A pipeline's attempt: the lowest stage not done yet, its spec written to JOBDIR/stage-K.json
+ * and the stage marked running by this attempt in the store. */
+static int stage_prepare(scheduler_t *s, sjob *j, const job_store_record *r, uint32_t attempt,
+                         attempt_cmd *c, adapt_error *err)
+{
+    pipeline_plan plan;
+    uint32_t next = 0;
+    int rc = pipeline_plan_make(r->spec_json, &plan, err);
+    if (!rc) rc = pipeline_next_stage(s->cfg.store, r->id, (uint32_t)plan.n, &next, err);
+    if (!rc && next >= plan.n)
+        rc = adapt_fail(err, ADAPT_EINVAL, "pipeline job %s: every stage is done already", r->id);
+    if (!rc) {
+        const pipeline_stage *st = &plan.stage[next];
+        snprintf(c->stage_spec, sizeof c->stage_spec, "%s/stage-%u.json", c->f.job_dir, next);
+        snprintf(c->stage_kind, sizeof c->stage_kind, "%s", st->kind);
+        snprintf(c->stage_out, sizeof c->stage_out, "%s", st->output_dir);
+        rc = write_file_atomic(c->stage_spec, st->spec_json, err);
+        if (!rc) rc = pipeline_stage_begin(s->cfg.store, r->id, next, st->name, attempt, err);
+        if (!rc) {
+            j->stage = next;
+            j->stage_train = strcmp(st->kind, "train") == 0;
+            fprintf(stderr, "adaptd: job %s attempt %u runs pipeline stage %s (%u of %zu)\n",
+                    r->id, attempt, st->name, next + 1, plan.n);
+        }
+    }
+    pipeline_plan_free(&plan);
+    return rc;
+}
+
 /* Starts the next attempt of job j (record r: queued, retrying or preempted): the store moves
  * it to starting first, so an attempt is on record before its process exists. */
 static void attempt_start(scheduler_t *s, sjob *j, const job_store_record *r)
@@ -446,8 +549,14 @@ static void attempt_start(scheduler_t *s, sjob *j, const job_store_record *r)
     j->phase = PHASE_RUN;
     j->pid = j->pgid = 0;
     j->pid_start = 0;
+    /* leases of earlier attempts a daemon crash kept from going back (attempt_finish does it) */
+    if (s->wq && workqueue_attempt_end(s->wq, r->id, attempt - 1, NULL, &err) != ADAPT_OK)
+        log_store_error("putting earlier attempts' units of work back", r->id, &err);
+    j->advance = 0;
     attempt_cmd c;
+    c.stage_kind[0] = c.stage_spec[0] = c.stage_out[0] = '\0';
     int rc = attempt_prepare(s, r, attempt, &c.f, &err);
+    if (rc == ADAPT_OK && j->pipeline) rc = stage_prepare(s, j, r, attempt, &c, &err);
     if (rc == ADAPT_OK) {
         attempt_command(s, j, r, attempt, &c);
         rc = attempt_launch(s, j, r, attempt, &c, &err);
@@ -518,7 +627,9 @@ static void retry_start(scheduler_t *s, sjob *j)
         log_store_error("reading for a retry", j->id, &err);
         return;
     }
-    if (r.state == JOB_STORE_RETRYING || r.state == JOB_STORE_PREEMPTED) attempt_start(s, j, &r);
+    if (r.state == JOB_STORE_RETRYING || r.state == JOB_STORE_PREEMPTED ||
+        (r.state == JOB_STORE_RUNNING && j->advance))   /* a pipeline's next stage */
+        attempt_start(s, j, &r);
     else if (job_store_state_is_terminal(r.state)) job_remove(s, j);   /* cancelled meanwhile */
     job_store_record_clear(&r);
 }
@@ -630,8 +741,54 @@ static const char *frame_job(const Adaptd__LinkFrame *f)
     case ADAPTD__LINK_FRAME__BODY_CHECKPOINT: return f->checkpoint->job_id;
     case ADAPTD__LINK_FRAME__BODY_DONE:       return f->done->job_id;
     case ADAPTD__LINK_FRAME__BODY_HEARTBEAT:  return f->heartbeat->job_id;
+    case ADAPTD__LINK_FRAME__BODY_WORK_REQUEST: return f->work_request->job_id;
+    case ADAPTD__LINK_FRAME__BODY_SHARD_DONE:   return f->shard_done->job_id;
     default:                                  return "";
     }
+}
+
+/* The work queue's frames (workqueue.h): a WorkRequest is answered with a WorkGrant on the same
+ * connection; a ShardDone is recorded. Non-zero closes the connection (a refused request gets
+ * its WorkGrant with the error first, so the worker can say why it stops). */
+static int work_frame(scheduler_t *s, sjob *j, link_peer_t *peer, const Adaptd__LinkFrame *f)
+{
+    adapt_error err = {0};
+    if (!s->wq) return 1;
+    if (f->body_case == ADAPTD__LINK_FRAME__BODY_SHARD_DONE) {
+        const Adaptd__ShardDone *d = f->shard_done;
+        int dup = 0;
+        if (workqueue_done(s->wq, j->id, j->stage, d->shard, d->rank, j->attempt, d->output_path,
+                           d->records, &dup, &err) != ADAPT_OK) {
+            fprintf(stderr, "adaptd: job %s rank %u: %s; closing its connection\n", j->id,
+                    d->rank, err.message);
+            return 1;
+        }
+        if (dup)
+            fprintf(stderr, "adaptd: job %s: unit %" PRIu64 " reported done again (rank %u, "
+                    "attempt %u)\n", j->id, d->shard, d->rank, j->attempt);
+        return 0;
+    }
+    const Adaptd__WorkRequest *q = f->work_request;
+    Adaptd__WorkGrant g = ADAPTD__WORK_GRANT__INIT;
+    uint64_t shard = 0;
+    int none = 0;
+    int rc = workqueue_request(s->wq, j->id, j->stage, q->units, q->rank, j->attempt, &shard, &none, &err);
+    g.shard = shard;
+    g.none_left = none;
+    if (rc != ADAPT_OK) {
+        g.error = err.message;
+        fprintf(stderr, "adaptd: job %s: %s\n", j->id, err.message);
+    }
+    Adaptd__LinkFrame out = ADAPTD__LINK_FRAME__INIT;
+    out.body_case = ADAPTD__LINK_FRAME__BODY_WORK_GRANT;
+    out.work_grant = &g;
+    adapt_error serr = {0};
+    if (link_peer_send(peer, &out, &serr) != ADAPT_OK) {
+        /* the lease stays until this rank asks again or the attempt ends */
+        fprintf(stderr, "adaptd: job %s rank %u: %s\n", j->id, q->rank, serr.message);
+        return 1;
+    }
+    return 0;
 }
 
 int scheduler_on_frame(void *ctx, link_peer_t *peer, const Adaptd__LinkFrame *f)
@@ -652,13 +809,24 @@ int scheduler_on_frame(void *ctx, link_peer_t *peer, const Adaptd__LinkFrame *f)
     }
     j->last_frame_ms = uv_now(s->loop);
     j->heard = 1;
+    if (f->body_case == ADAPTD__LINK_FRAME__BODY_WORK_REQUEST ||
+        f->body_case == ADAPTD__LINK_FRAME__BODY_SHARD_DONE)
+        return work_frame(s, j, peer, f);
+    /* a pipeline's metrics series is its train stage's loss curve: the other stages' Progress
+     * (units done, keyed by the same step numbers) would overwrite its points; their progress
+     * is the work queue's per-stage shard counts */
+    if (f->body_case == ADAPTD__LINK_FRAME__BODY_PROGRESS && j->pipeline && !j->stage_train)
+        return 0;
     adapt_error err = {0};
     if (link_store_frame(s->cfg.store, f, &err) != ADAPT_OK) {
         fprintf(stderr, "adaptd: worker link (job %s rank %u): %s; closing it\n", id,
                 link_peer_rank(peer), err.message);
         return 1;
     }
-    if (f->body_case == ADAPTD__LINK_FRAME__BODY_HELLO && f->hello->rank == 0) j->peer0 = peer;
+    /* a rank's work-queue connection is not the one Control frames go to */
+    if (f->body_case == ADAPTD__LINK_FRAME__BODY_HELLO && f->hello->rank == 0 &&
+        !f->hello->work_queue)
+        j->peer0 = peer;
     if (f->body_case == ADAPTD__LINK_FRAME__BODY_DONE) {
         j->done = link_done_outcome(f->done);
         snprintf(j->done_error, sizeof j->done_error, "%s", f->done->error ? f->done->error : "");
@@ -742,6 +910,16 @@ static void recover_job(scheduler_t *s, const job_store_record *r)
     j->pid_start = at.pid_start;
     j->done = at.done;
     snprintf(j->done_error, sizeof j->done_error, "%s", at.done_error);
+    if (j->pipeline) {   /* the stage the attempt runs: the lowest one not done */
+        pipeline_plan plan;
+        uint32_t next = 0;
+        if (pipeline_plan_make(r->spec_json, &plan, &err) != ADAPT_OK ||
+            pipeline_next_stage(s->cfg.store, r->id, (uint32_t)plan.n, &next, &err) != ADAPT_OK)
+            log_store_error("reading the pipeline's stages", r->id, &err);
+        j->stage = next;
+        j->stage_train = next < plan.n && strcmp(plan.stage[next].kind, "train") == 0;
+        pipeline_plan_free(&plan);
+    }
     if (r->state == JOB_STORE_RETRYING || r->state == JOB_STORE_PREEMPTED) {
         j->phase = PHASE_DRAIN;
         drain_check(s, j);
@@ -799,6 +977,8 @@ int scheduler_recover(scheduler_t *s, adapt_error *err)
 
 /* ---- life of the scheduler -------------------------------------------------------------------- */
 
+static void timer_closed(uv_handle_t *h);
+
 int scheduler_init(scheduler_t **out, uv_loop_t *loop, const scheduler_config *cfg,
                    adapt_error *err)
 {
@@ -832,10 +1012,20 @@ int scheduler_init(scheduler_t **out, uv_loop_t *loop, const scheduler_config *c
     uv_timer_init(loop, &s->kick);
     s->tick.data = s->kick.data = s;
     s->open_handles = 2;
+    /* the work queue shares the store's database; without a store (unit tests of the slot
+     * rule) there is none and work-queue frames are refused */
+    int rc = cfg->store ? workqueue_open(&s->wq, cfg->store, err) : ADAPT_OK;
+    if (rc != ADAPT_OK) {
+        uv_close((uv_handle_t *)&s->tick, timer_closed);
+        uv_close((uv_handle_t *)&s->kick, timer_closed);
+        return rc;
+    }
     uv_timer_start(&s->tick, on_tick, s->cfg.poll_ms, s->cfg.poll_ms);
     *out = s;
     return ADAPT_OK;
 }
+
+workqueue_t *scheduler_workqueue(const scheduler_t *s) { return s ? s->wq : NULL; }
 
 static void timer_closed(uv_handle_t *h)
 {
@@ -851,6 +1041,9 @@ void scheduler_close(scheduler_t *s)
 {
     if (!s) return;
     s->closing = 1;
+    /* now, not with the timers: the store closes right after this and needs its statements */
+    workqueue_close(s->wq);
+    s->wq = NULL;
     while (s->jobs) {
         sjob *j = s->jobs;
         if (j->launcher) launcher_detach(j->launcher);

@@ -65,6 +65,11 @@ int  scheduler_cancel(scheduler_t *s, const char *id, int *pending, adapt_error 
  * is connected to the link. */
 int  scheduler_checkpoint(scheduler_t *s, const char *id, adapt_error *err);
 
+/* The work queue of synthesize / filter / evaluate jobs (daemon/workqueue.h), for the API's
+ * shard counts; NULL when s is NULL. */
+struct workqueue;
+struct workqueue *scheduler_workqueue(const scheduler_t *s);
+
 /* The link server's handlers (link_handlers with the scheduler as ctx). */
 int  scheduler_on_frame(void *s, link_peer_t *peer, const Adaptd__LinkFrame *f);
 void scheduler_on_close(void *s, link_peer_t *peer, const char *job_id);

@@ -5,7 +5,7 @@
 #   synthesize  the overlay: aligned with the base (ids, shards), every record prompted, the raw
 #               gibberish kept, no triplet (so every image stays caption-only); a rerun skips
 #               every shard; a deleted shard (and a stale .tmp) is redone alone, byte-identical;
-#               training reads the overlay
+#               shards of another corpus are redone; training reads the overlay
 #   ranks       mpirun -np 2: rank r takes shards r, r+2; the shards equal the 1-rank ones
 #   filter      on a fixture overlay with a triplet for every even record: every triplet judged,
 #               the label counts add up in filter_report.json, only "yes" records carry turns,
@@ -99,6 +99,13 @@ for s in syn:
         cmp -s "$T/syn/shards/$s.shard" "$T/syn-first/shards/$s.shard" || fail "shard $s differs after a rerun"
     done
     [ ! -e "$T/syn/shards/00002.shard.tmp" ] || fail "the stale temporary file is left"
+    # shards left by a run over another corpus with the same shard sizes are not taken as done
+    cp "$T/gen/small.jsonl" "$T/gen/other.jsonl"
+    "$A" data import --out "$T/corpus-b" --jobs 2 --shard-size 4 "$T/gen/other.jsonl" >/dev/null
+    cp -r "$T/syn-first" "$T/syn-b"
+    sed "s#\"$T/corpus\"#\"$T/corpus-b\"#; s#\"$T/syn\"#\"$T/syn-b\"#" "$T/synth.json" >"$T/synth-b.json"
+    expect 0 "$W" synthesize --spec "$T/synth-b.json"
+    [ "$(skipped_count false)" -eq 3 ] || fail "another corpus's shards were taken as done"
     train_on "$T/syn"
 }
 
