@@ -164,7 +164,8 @@ int qwen2vl_forward_backward_ready(qwen2vl_model *m, const qwen2vl_batch *b, flo
 /* Reports the same ranges in the same order with no pass at all: for a rank with no batch to
  * run, which must still take part in every bucket. */
 void qwen2vl_grads_ready_all(qwen2vl_model *m, qwen2vl_grads_ready_fn ready, void *ctx);
-/* After a forward pass: logits [n_rows, V] of packed tokens [row0, row0 + n_rows). */
+/* After qwen2vl_forward: logits [n_rows, V] of packed tokens [row0, row0 + n_rows). Refused after
+ * a training pass, which carries only the scored rows through the last layer's MLP. */
 int qwen2vl_logits(qwen2vl_model *m, int row0, int n_rows, float *logits, adapt_error *err);
 
 /* transformers' get_rope_index for one sequence: pos [3, n] (t, h, w components). Image tokens
@@ -179,5 +180,40 @@ int qwen2vl_rope_index(const int *ids, int n, int image_token_id, int spatial_me
  * per-layer activations, backward scratch, the fused loss's scratch, index buffers. Training
  * memory is then 16 B per parameter (fp32 weights, grads, two AdamW moments) + 4 B x this. */
 size_t qwen2vl_activation_floats(const model_config *cfg, const qwen2vl_budget *budget);
+
+
+/* ---- inference with a KV cache (worker/qwen2vl_decode.c), for generation -------------------- */
+/* The cache and scratch of one inference batch: `slots` sequences of up to `capacity` tokens each
+ * (K/V of every layer), up to `max_rows` new tokens per step, images of up to `max_patches`
+ * patches each. Planned once; steps allocate nothing. */
+typedef struct qwen2vl_infer qwen2vl_infer;
+int  qwen2vl_infer_create(qwen2vl_infer **out, const qwen2vl_model *m, int slots, int capacity,
+                          int max_rows, int max_patches, adapt_error *err);
+void qwen2vl_infer_free(qwen2vl_infer *s);
+/* The vision tower and merger on one still image (grid_thw = {1, h, w}, pixel_values [h*w,
+ * patch_dim] in image_process's order): features [h*w / merge^2, D], the rows that replace its
+ * <|image_pad|> tokens. */
+int  qwen2vl_infer_image(qwen2vl_model *m, qwen2vl_infer *s, const float *pixel_values,
+                         const int grid_thw[3], float *features, adapt_error *err);
+/* New tokens of one step. Row r is token ids[r] of sequence slot[r] at cache index
+ * cache_pos[r]; it attends to that slot's cache [0, cache_pos[r]], so every earlier index must be
+ * in the cache already or an earlier row of the same call. pos holds the M-RoPE ids [3, n]
+ * (component-major). Rows whose id is the image token take the next row of image_features in row
+ * order. Logits come for rows logit_rows[0..n_logits). */
+typedef struct qwen2vl_rows {
+    int          n;
+    const int   *ids;             /* [n] */
+    const int   *slot;            /* [n] */
+    const int   *cache_pos;       /* [n] */
+    const int   *pos;             /* [3, n] */
+    const float *image_features;  /* [image rows of this call, D], or NULL when there are none */
+    int          n_logits;
+    const int   *logit_rows;      /* [n_logits] */
+    int          row_invariant;   /* each row's results the same bits whatever the other rows
+                                   * (decode steps: batch-independent sampling); else BLAS */
+} qwen2vl_rows;
+/* logits [n_logits, V] */
+int  qwen2vl_infer_step(qwen2vl_model *m, qwen2vl_infer *s, const qwen2vl_rows *r, float *logits,
+                        adapt_error *err);
 
 #endif
