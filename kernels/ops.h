@@ -99,7 +99,8 @@ typedef struct ops_table {
      * y [T, d], mean [T], rstd [T], x [T, d], w [d], b [d] */
     void (*layernorm_forward_f32)(float *y, float *mean, float *rstd, const float *x,
                                   const float *w, const float *b, int T, int d, float eps);
-    /* dx [T, d] +=, dw [d] +=, db [d] +=; dy, x [T, d]; w [d]; mean, rstd [T] */
+    /* dx [T, d] +=, dw [d] +=, db [d] +=; dy, x [T, d]; w [d]; mean, rstd [T]. dw and/or db may
+     * be NULL (a frozen norm): that sum is skipped */
     void (*layernorm_backward_f32)(float *dx, float *dw, float *db, const float *dy, const float *x,
                                    const float *w, const float *mean, const float *rstd, int T, int d);
     /* RMSNorm, optionally fused with the residual add: when res is not NULL, res += x first and

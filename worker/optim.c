@@ -117,13 +117,25 @@ void optim_step(optim *o, float *params, const float *grads, float *grad_norm, d
                           (float)o->cfg.max_grad_norm);
     double factor = optim_lr_factor(&o->cfg, o->step);
     int step = (int)(o->step + 1);
-    for (size_t i = 0; i < o->n_tensors; i++) {
+    /* The update is element-wise, so a run of adjacent tensors with the same group and decay
+     * (a field's stacked layers, usually) is one call: one parallel sweep over the run instead of
+     * a thread fork per small tensor. */
+    for (size_t i = 0; i < o->n_tensors;) {
         const optim_tensor *t = &o->tensors[i];
-        if (t->frozen) continue;
-        double wd = t->ndim >= 2 ? o->cfg.weight_decay : 0.0;
+        if (t->frozen) { i++; continue; }
+        int decays = t->ndim >= 2;
+        size_t end = t->offset + t->numel, j = i + 1;
+        for (; j < o->n_tensors; j++) {
+            const optim_tensor *u = &o->tensors[j];
+            if (u->frozen || u->group != t->group || (u->ndim >= 2) != decays || u->offset != end)
+                break;
+            end += u->numel;
+        }
         o->ops->adamw_step_f32(params + t->offset, o->m + t->offset, o->v + t->offset,
-                               grads + t->offset, &scale, t->numel, o->cfg.lr[t->group] * factor,
-                               o->cfg.beta1, o->cfg.beta2, o->cfg.eps, wd, step);
+                               grads + t->offset, &scale, end - t->offset,
+                               o->cfg.lr[t->group] * factor, o->cfg.beta1, o->cfg.beta2,
+                               o->cfg.eps, decays ? o->cfg.weight_decay : 0.0, step);
+        i = j;
     }
     o->step++;
     if (grad_norm) *grad_norm = norm;

@@ -219,7 +219,8 @@ size_t qwen2vl_acts_plan(qwen2vl_acts *a, const model_config *cfg, const qwen2vl
     a->dm_out = carve(&c, G * D);
     a->dm_act = carve(&c, G * C);
     a->dm_fc1 = carve(&c, G * C);
-    a->d_sink = carve(&c, 2 * (E > D ? E : D));
+    a->att_keep = carve(&c, T * Q);
+    a->d_keep = carve(&c, T * D);
     a->loss_work = carve(&c, loss_work_len);
     a->v_pos = carve_int(&c, 2 * N);
     a->v_cu = carve_int(&c, (size_t)b->max_images + 1);
@@ -227,6 +228,8 @@ size_t qwen2vl_acts_plan(qwen2vl_acts *a, const model_config *cfg, const qwen2vl
     a->targets = carve_int(&c, T);
     a->img_pos = carve_int(&c, T);
     a->cu = carve_int(&c, (size_t)b->max_seqs + 1);
+    a->keep = carve_int(&c, T);
+    a->keep_targets = carve_int(&c, T);
     *n_ints = c.iused;
     return c.used;
 }

@@ -63,7 +63,8 @@ typedef struct qwen2vl_acts {
     float *dm_out;     /* [G, D] */
     float *dm_act;     /* [G, C] */
     float *dm_fc1;     /* [G, C] */
-    float *d_sink;     /* [2 * max(E, D)] gradients of frozen norms land here and are dropped */
+    float *att_keep;   /* [T, Q]          last layer, training: attention output of the scored rows */
+    float *d_keep;     /* [T, D]          last layer, training: their residual stream's gradient */
     float *loss_work;  /* [loss_work_len]  the fused LM head's scratch */
     /* ints */
     int   *v_pos;      /* [2, N]          (h, w) of each patch */
@@ -72,6 +73,8 @@ typedef struct qwen2vl_acts {
     int   *targets;    /* [T]             shifted labels */
     int   *img_pos;    /* [T]             rows of <|image_pad|> tokens */
     int   *cu;         /* [max_seqs + 1] */
+    int   *keep;       /* [T]             rows whose target is scored, ascending */
+    int   *keep_targets; /* [T]           their targets */
 } qwen2vl_acts;
 
 struct qwen2vl_model {
@@ -97,7 +100,9 @@ struct qwen2vl_model {
     int              n_patches;
     int              n_images;
     int              n_image_tokens;
-    int              have_forward;
+    int              n_keep;        /* rows past the last layer's attention: n_tokens, or in a
+                                     * training pass the scored rows (a.keep) when fewer */
+    int              have_forward;  /* a forward pass with every row's logits available */
     /* during qwen2vl_forward_backward_ready: whom to tell that gradients are final */
     qwen2vl_grads_ready_fn ready;
     void            *ready_ctx;
@@ -131,9 +136,11 @@ void qwen2vl_linear_backward(const ops_table *ops, float *dx, float *dw, float *
 /* Vision tower + merger: forward fills a.m_out; backward takes a.dm_out. */
 void qwen2vl_vision_forward(qwen2vl_model *m, const float *pixel_values);
 void qwen2vl_vision_backward(qwen2vl_model *m, const float *pixel_values);
-/* Decoder: embeddings (image features scattered in), layers, final norm into a.hf. */
+/* Decoder: embeddings (image features scattered in), layers, final norm into a.hf. Rows past
+ * the last layer's attention: n_keep; when fewer than n_tokens, they are a.keep's rows, packed
+ * (a.hf [n_keep, D]). */
 void qwen2vl_text_forward(qwen2vl_model *m, const int *input_ids);
-/* From dhf (the gradient of the final norm's output, [T, D]) down to the embeddings; fills
+/* From dhf (the gradient of the final norm's output, [n_keep, D]) down to the embeddings; fills
  * a.dm_out with the image features' gradient. dhf may be a.d_ln: the final norm reads it before
  * the layers reuse that buffer. */
 void qwen2vl_text_backward(qwen2vl_model *m, const int *input_ids, const float *dhf);

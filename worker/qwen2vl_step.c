@@ -113,18 +113,34 @@ static int batch_plan(qwen2vl_model *m, const qwen2vl_batch *b, adapt_error *err
     return rc;
 }
 
-static void forward_passes(qwen2vl_model *m, const qwen2vl_batch *b)
+/* A training pass carries only the scored rows past the last layer's attention (see
+ * qwen2vl_text.c); packing pays only when some rows are not scored, and a batch with none scored
+ * keeps every row (its loss and gradients are zero either way). */
+static void plan_keep(qwen2vl_model *m, int training)
 {
+    int n = 0, T = m->n_tokens;
+    if (training)
+        for (int t = 0; t < T; t++)
+            if (m->a.targets[t] != OPS_LABEL_IGNORE) {
+                m->a.keep[n] = t;
+                m->a.keep_targets[n++] = m->a.targets[t];
+            }
+    m->n_keep = n > 0 ? n : T;
+}
+
+static void forward_passes(qwen2vl_model *m, const qwen2vl_batch *b, int training)
+{
+    plan_keep(m, training);
     if (m->n_patches) qwen2vl_vision_forward(m, b->pixel_values);
     qwen2vl_text_forward(m, b->input_ids);
-    m->have_forward = 1;
+    m->have_forward = m->n_keep == m->n_tokens;
 }
 
 int qwen2vl_forward(qwen2vl_model *m, const qwen2vl_batch *b, float *loss, adapt_error *err)
 {
     int rc = batch_plan(m, b, err);
     if (rc) return rc;
-    forward_passes(m, b);
+    forward_passes(m, b, 0);
     const model_config_text *t = &m->cfg.text;
     if (loss) {
         *loss = 0.0f;
@@ -224,19 +240,19 @@ int qwen2vl_forward_backward_ready(qwen2vl_model *m, const qwen2vl_batch *b, flo
     if (!b->labels) return adapt_fail(err, ADAPT_EINVAL, "qwen2vl: a backward pass needs labels");
     int rc = batch_plan(m, b, err);
     if (rc) return rc;
-    forward_passes(m, b);
+    forward_passes(m, b, 1);
     const ops_table *ops = m->ops;
     const model_config_text *t = &m->cfg.text;
     qwen2vl_acts *a = &m->a;
-    size_t TD = (size_t)m->n_tokens * t->hidden_size;
+    int packed = m->n_keep < m->n_tokens;
     float *dhf = a->d_ln;  /* free until the layers' backward, which runs after the final norm's */
-    ops->fill_f32(dhf, 0.0f, TD);
+    ops->fill_f32(dhf, 0.0f, (size_t)m->n_keep * t->hidden_size);
     float l = 0.0f;
     m->ready = ready;
     m->ready_ctx = ctx;
-    ops->lmhead_xent_f32(&l, dhf, m->g.lm_head, a->hf, m->w.lm_head, a->targets, m->n_tokens,
-                         t->hidden_size, t->vocab_size, b->loss_normaliser, a->loss_work,
-                         m->loss_work_len);
+    ops->lmhead_xent_f32(&l, dhf, m->g.lm_head, a->hf, m->w.lm_head,
+                         packed ? a->keep_targets : a->targets, m->n_keep, t->hidden_size,
+                         t->vocab_size, b->loss_normaliser, a->loss_work, m->loss_work_len);
     if (loss) *loss = l;
     ready_lm_head(m);
     qwen2vl_text_backward(m, b->input_ids, dhf);
@@ -260,7 +276,9 @@ int qwen2vl_forward_backward(qwen2vl_model *m, const qwen2vl_batch *b, float *lo
 int qwen2vl_logits(qwen2vl_model *m, int row0, int n_rows, float *logits, adapt_error *err)
 {
     if (!m->have_forward)
-        return adapt_fail(err, ADAPT_EINVAL, "qwen2vl: logits need a forward pass first");
+        return adapt_fail(err, ADAPT_EINVAL,
+                          "qwen2vl: logits need a forward pass (qwen2vl_forward) first; a training "
+                          "pass keeps only the scored rows' hidden states");
     if (row0 < 0 || n_rows < 0 || row0 + n_rows > m->n_tokens)
         return adapt_fail(err, ADAPT_ERANGE, "qwen2vl: logits rows [%d, %d) outside [0, %d)", row0,
                           row0 + n_rows, m->n_tokens);

@@ -65,8 +65,8 @@ static void vis_block_forward(qwen2vl_model *m, const vis_dims *d, int l)
     qwen2vl_linear_forward(ops, qkv, ln1, w->v_qkv_w + l * 3 * E * E, w->v_qkv_b + l * 3 * E,
                            d->N, d->E, 3 * d->E, 3 * d->E);
     ops_rope rope = vis_rope(m);
-    ops->rope_forward_f32(qkv, a->v_pos, d->N, d->Hv, 3 * d->E, &rope);
-    ops->rope_forward_f32(qkv + E, a->v_pos, d->N, d->Hv, 3 * d->E, &rope);
+    /* q and k heads lie back to back in the row: one call turns both, cos/sin once per patch */
+    ops->rope_forward_f32(qkv, a->v_pos, d->N, 2 * d->Hv, 3 * d->E, &rope);
     ops_attn at = vis_attn(m, d);
     ops->attention_forward_f32(att, a->v_lse + l * N * d->Hv, qkv, qkv + E, qkv + 2 * E, &at);
     qwen2vl_linear_forward(ops, mid, att, w->v_proj_w + l * E * E, w->v_proj_b + l * E,
@@ -127,8 +127,7 @@ static void vis_block_backward(qwen2vl_model *m, const vis_dims *d, int l)
     ops->attention_backward_f32(a->dv_qkv, a->dv_qkv + E, a->dv_qkv + 2 * E, a->dv_att, qkv,
                                 qkv + E, qkv + 2 * E, att, a->v_lse + l * N * d->Hv, &at);
     ops_rope rope = vis_rope(m);
-    ops->rope_backward_f32(a->dv_qkv, a->v_pos, d->N, d->Hv, 3 * d->E, &rope);
-    ops->rope_backward_f32(a->dv_qkv + E, a->v_pos, d->N, d->Hv, 3 * d->E, &rope);
+    ops->rope_backward_f32(a->dv_qkv, a->v_pos, d->N, 2 * d->Hv, 3 * d->E, &rope);
     qwen2vl_linear_backward(ops, a->dv_ln, g->v_qkv_w + l * 3 * E * E, g->v_qkv_b + l * 3 * E,
                             a->dv_qkv, ln1, w->v_qkv_w + l * 3 * E * E, d->N, d->E, 3 * d->E,
                             3 * d->E, 0.0f);
@@ -162,9 +161,8 @@ void qwen2vl_vision_backward(qwen2vl_model *m, const float *pixel_values)
                             d.G, d.C, d.C, d.C, 0.0f);
     const float *xl = a->v_x + (size_t)m->cfg.vision.depth * d.N * d.E;
     ops->fill_f32(a->dv_res, 0.0f, (size_t)d.N * d.E);
-    if (merger_frozen) ops->fill_f32(a->d_sink, 0.0f, 2 * (size_t)d.E);
-    ops->layernorm_backward_f32(a->dv_res, merger_frozen ? a->d_sink : g->m_ln_w,
-                                merger_frozen ? a->d_sink + d.E : g->m_ln_b, a->dv_ln, xl,
+    ops->layernorm_backward_f32(a->dv_res, merger_frozen ? NULL : g->m_ln_w,
+                                merger_frozen ? NULL : g->m_ln_b, a->dv_ln, xl,
                                 m->w.m_ln_w, a->m_mean, a->m_rstd, d.N, d.E);
     qwen2vl_ready_merger(m);
     if (vision_frozen) {  /* ln_q's own gradients needed the pass above; the blocks don't */

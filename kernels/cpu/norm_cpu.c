@@ -47,6 +47,7 @@ void CPU_FN(layernorm_backward)(real *dx, real *dw, real *db, const real *dy, co
         for (int j = 0; j < d; j++)
             dxr[j] += r * (gr[j] * w[j] - mg - (xr[j] - m) * r * mgx);
     }
+    if (!dw && !db) return;  /* a frozen norm: no parameter pass */
     int nblocks = (d + NORM_CB - 1) / NORM_CB;
 #pragma omp parallel for if ((size_t)T * d > (1u << 15))
     for (int bj = 0; bj < nblocks; bj++) {
@@ -61,10 +62,8 @@ void CPU_FN(layernorm_backward)(real *dx, real *dw, real *db, const real *dy, co
                 ab[j] += gr[j];
             }
         }
-        for (int j = 0; j < nc; j++) {
-            dw[j0 + j] += aw[j];
-            db[j0 + j] += ab[j];
-        }
+        if (dw) for (int j = 0; j < nc; j++) dw[j0 + j] += aw[j];
+        if (db) for (int j = 0; j < nc; j++) db[j0 + j] += ab[j];
     }
 }
 
