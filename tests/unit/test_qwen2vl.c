@@ -246,8 +246,15 @@ static void test_step(void)
     qwen2vl_zero_grads(m);
     CHECK_MSG(qwen2vl_forward_backward(m, &tb.b, &l1, &err) == 0, "%s", err.message);
     memcpy(g1, qwen2vl_grad_buffer(m), n * sizeof *g1);
+    /* a training pass carries only the scored rows past the last layer's attention (the tiny
+     * batch masks its prompts), so every row's logits are refused after it ... */
+    float *one_row = malloc((size_t)cfg.text.vocab_size * sizeof *one_row);
+    CHECK(qwen2vl_logits(m, 0, 1, one_row, &err) == ADAPT_EINVAL);
     CHECK(qwen2vl_forward(m, &tb.b, &l2, &err) == 0);
     CHECK(l1 == l2 && isfinite(l1) && l1 > 0);
+    /* ... and given after a forward pass */
+    CHECK_MSG(qwen2vl_logits(m, 0, 1, one_row, &err) == 0, "%s", err.message);
+    free(one_row);
     /* gradients accumulate: a second pass doubles them exactly */
     CHECK(qwen2vl_forward_backward(m, &tb.b, &l3, &err) == 0);
     const float *g2 = qwen2vl_grad_buffer(m);
