@@ -361,6 +361,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "adaptd: %s\n", err.message);
         return 1;
     }
+    /* Before any listener says "listening on": whoever starts adaptd may stop it as soon as it
+     * reads that line, and a SIGTERM then must shut down cleanly (exit 0), not kill it. A signal
+     * that comes during the setup below waits in the loop for uv_run. */
+    uv_signal_init(d.loop, &d.sigint);
+    uv_signal_init(d.loop, &d.sigterm);
+    d.sigint.data = d.sigterm.data = &d;
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     if (http_server_init(&d.http, d.loop, &o.limits, api_handle, NULL, &err) != ADAPT_OK ||
         start_listeners(&o, &d, &need_token) != 0)
         goto out;
@@ -392,17 +400,16 @@ int main(int argc, char **argv)
     printf("adaptd: jobs run as %s -np N ... %s KIND --spec SPEC%s\n", o.mpirun, o.worker,
            o.hold ? " (--hold: none starts)" : "");
     fflush(stdout);
-    uv_signal_init(d.loop, &d.sigint);
-    uv_signal_init(d.loop, &d.sigterm);
-    d.sigint.data = d.sigterm.data = &d;
-    uv_signal_start(&d.sigint, on_signal, SIGINT);
-    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     uv_run(d.loop, UV_RUN_DEFAULT);
     d.http = NULL;
     d.link = NULL;
     rc = 0;
 out:
     if (rc != 0 && err.message[0]) fprintf(stderr, "adaptd: %s\n", err.message);
+    if (rc != 0) {   /* a failed setup: the signal handlers are still open */
+        uv_close((uv_handle_t *)&d.sigint, NULL);
+        uv_close((uv_handle_t *)&d.sigterm, NULL);
+    }
     if (d.http) http_server_close(d.http);
     if (d.link) link_server_close(d.link);
     scheduler_close(d.sched);

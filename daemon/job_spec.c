@@ -283,7 +283,7 @@ static int check_job(Adaptd__JobSpec *s, const cJSON *root, const job_spec_polic
     if (!s->kind[0]) return bad(field, "", "kind", err, "required");
     if (strcmp(s->kind, "train") != 0) {
         if (strlen(s->name) > 127) return bad(field, "", "name", err, "longer than 127 bytes");
-        return job_spec_check_kind(s, pol, field, err);
+        return job_spec_check_kind(s, root, pol, field, err);
     }
     /* first: a job that can never start is refused as such, whatever else it holds */
     if (s->ranks > pol->max_ranks) {

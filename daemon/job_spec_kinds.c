@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
+#include "train_rules.h"
+
 enum {
     KINDS_SYNTH_MAX_NEW_TOKENS  = 512,
     KINDS_FILTER_MAX_NEW_TOKENS = 2,
@@ -140,10 +144,31 @@ static int check_evaluate(Adaptd__EvaluateSpec *s, const char *p, const char *mo
     return ADAPT_OK;
 }
 
+/* Which members of pipeline.train the client gave (not null), for train_rules_fill: proto3
+ * cannot tell freeze_vision: false from a member left out. The members the pipeline links
+ * (corpus, output_dir, overlays) are marked by the caller once linked. */
+static void pipeline_train_given(const cJSON *root, train_rules_given *given)
+{
+    const cJSON *pl = cJSON_GetObjectItemCaseSensitive(root, "pipeline");
+    const cJSON *tr = cJSON_GetObjectItemCaseSensitive(pl, "train");
+    const cJSON *m;
+    if (!cJSON_IsObject(tr)) return;
+    cJSON_ArrayForEach(m, tr)
+        if (!cJSON_IsNull(m)) train_rules_mark(&given->top, TRAIN_RULES_TRAIN, m->string);
+    const cJSON *stages = cJSON_GetObjectItemCaseSensitive(tr, "stages");
+    for (int k = 0; k < TRAIN_RULES_STAGES && cJSON_IsArray(stages); k++) {
+        const cJSON *st = cJSON_GetArrayItem(stages, k);
+        if (!cJSON_IsObject(st)) break;
+        cJSON_ArrayForEach(m, st)
+            if (!cJSON_IsNull(m)) train_rules_mark(&given->stage[k], TRAIN_RULES_STAGE, m->string);
+    }
+}
+
 /* The pipeline: each stage's empty paths are linked to the stage before (job.proto). The train
- * stage's own rules (mode, schedule, ranges) stay job_spec's check_train's: the pipeline kind
- * will hand its train stage to that check when the daemon runs pipelines (issue 8 item 6). */
-static int check_pipeline(Adaptd__PipelineSpec *s, const job_spec_policy *pol,
+ * stage then gets the same rules as a kind "train" job (proto/train_rules: defaults, ranges,
+ * cross-field rules), so the stored spec carries every effective value and a train stage the
+ * worker would refuse is refused at submission, not hours later after synthesis. */
+static int check_pipeline(Adaptd__PipelineSpec *s, const cJSON *root, const job_spec_policy *pol,
                           char field[JOB_SPEC_FIELD_MAX], adapt_error *err)
 {
     int rc = kinds_path(&s->work_dir, NULL, "pipeline.work_dir", 1, 0, pol, field, err);
@@ -160,6 +185,10 @@ static int check_pipeline(Adaptd__PipelineSpec *s, const job_spec_policy *pol,
                            kinds_default(d, sizeof d, s->work_dir, "filtered"), pol, field, err)))
         return rc;
     Adaptd__TrainSpec *t = s->train;
+    /* the pipeline trains the base corpus + the filtered overlay (daemon/pipeline.c) */
+    if (t->mode[0] && strcmp(t->mode, "single_stage"))
+        return kinds_bad(field, "pipeline.train.mode", err,
+                         "a pipeline trains single_stage (the base corpus + the filtered overlay)");
     if ((rc = kinds_path(&t->model_path, NULL, "pipeline.train.model_path", 1, 1, pol, field, err)) ||
         (rc = kinds_path(&t->corpus, s->synthesize->corpus, "pipeline.train.corpus", 1, 1, pol, field, err)) ||
         (rc = kinds_path(&t->output_dir, kinds_default(d, sizeof d, s->work_dir, "model"),
@@ -171,6 +200,28 @@ static int check_pipeline(Adaptd__PipelineSpec *s, const job_spec_policy *pol,
             return adapt_fail(err, ADAPT_ENOMEM, "out of memory");
         t->n_overlays = 1;
     }
+    for (size_t i = 0; i < t->n_overlays; i++) {
+        /* an overlay may be made by a stage before (the filtered one): need not exist yet */
+        char name[64];
+        snprintf(name, sizeof name, "pipeline.train.overlays[%zu]", i);
+        if ((rc = kinds_path(&t->overlays[i], NULL, name, 1, 0, pol, field, err))) return rc;
+    }
+    train_rules_given given = { 0 };
+    pipeline_train_given(root, &given);
+    /* linked above, so given whether or not the client wrote them */
+    static const char *const linked[] = { "model_path", "corpus", "output_dir", "overlays" };
+    for (size_t i = 0; i < sizeof linked / sizeof *linked; i++)
+        train_rules_mark(&given.top, TRAIN_RULES_TRAIN, linked[i]);
+    char rule_field[TRAIN_RULES_FIELD_MAX];
+    rc = train_rules_fill(t, &given, rule_field, err);
+    if (rc == ADAPT_EINVAL) {
+        char why[sizeof err->message];
+        snprintf(why, sizeof why, "%s", err->message);
+        char name[JOB_SPEC_FIELD_MAX];
+        snprintf(name, sizeof name, "pipeline.train.%.*s", JOB_SPEC_FIELD_MAX - 16, rule_field);
+        return kinds_bad(field, name, err, why);
+    }
+    if (rc) return rc;
     for (size_t i = 0; i < s->n_evaluate; i++) {
         char p[64], leaf[32];
         snprintf(p, sizeof p, "pipeline.evaluate[%zu]", i);
@@ -182,7 +233,7 @@ static int check_pipeline(Adaptd__PipelineSpec *s, const job_spec_policy *pol,
     return ADAPT_OK;
 }
 
-int job_spec_check_kind(Adaptd__JobSpec *s, const job_spec_policy *pol,
+int job_spec_check_kind(Adaptd__JobSpec *s, const cJSON *root, const job_spec_policy *pol,
                         char field[JOB_SPEC_FIELD_MAX], adapt_error *err)
 {
     static const char *const kinds[] = { "synthesize", "filter", "evaluate", "pipeline" };
@@ -226,9 +277,6 @@ int job_spec_check_kind(Adaptd__JobSpec *s, const job_spec_policy *pol,
     case 0: return check_synthesize(s->synthesize, "synthesize", NULL, pol, field, err);
     case 1: return check_filter(s->filter, "filter", NULL, NULL, NULL, pol, field, err);
     case 2: return check_evaluate(s->evaluate, "evaluate", NULL, NULL, pol, field, err);
-    default:
-        if ((rc = check_pipeline(s->pipeline, pol, field, err))) return rc;
-        return kinds_bad(field, "kind", err, "\"pipeline\" is checked but not run by this adaptd "
-                         "yet: submit its stages as synthesize, filter, train and evaluate jobs");
+    default: return check_pipeline(s->pipeline, root, pol, field, err);
     }
 }

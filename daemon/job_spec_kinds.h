@@ -9,11 +9,14 @@
 
 #include "job_spec.h"
 
+struct cJSON;   /* <cjson/cJSON.h>, for the submitted document */
+
 /* Checks a JobSpec whose kind is not "train": the envelope (ranks, backend, launcher,
  * max_restarts) and the sub-spec its kind names, filling defaults. An unknown kind is refused
- * naming the kinds there are; "pipeline" is checked in full and then refused, as this adaptd
- * does not run it yet. field names the offending field on failure. */
-int job_spec_check_kind(Adaptd__JobSpec *s, const job_spec_policy *pol,
+ * naming the kinds there are. root is the submitted JSON document: a pipeline's train stage goes
+ * through proto/train_rules, which must know the members the client gave (freeze_vision: false
+ * is not "left out"). field names the offending field on failure. */
+int job_spec_check_kind(Adaptd__JobSpec *s, const struct cJSON *root, const job_spec_policy *pol,
                         char field[JOB_SPEC_FIELD_MAX], adapt_error *err);
 
 #endif

@@ -156,7 +156,8 @@ static int rules_nomem(adapt_error *err)
 static void number_text(char *buf, size_t size, double v)
 {
     if (v > -1e18 && v < 1e18 && v == (double)(long long)v) {   /* no libm for proto/ */
-        snprintf(buf, size, "%.0f", v);
+        /* as an integer: the same digits as %.0f, and a width the compiler can bound */
+        snprintf(buf, size, "%lld", (long long)v);
         return;
     }
     for (int prec = 6; prec <= 9; prec++) {

@@ -119,9 +119,11 @@ static void usage(FILE *out)
         "          --resume-from from the one named, refused unless complete\n"
         "  loss    prints {\"loss\": L, \"tokens\": N}: the mean masked cross-entropy of the model\n"
         "          in DIR over every record of the corpus (default: the spec's)\n"
-        "  synthesize, filter, evaluate   the paper's pipeline steps (worker/job_kinds.h): each\n"
-        "          rank takes base shards r, r+N, ...; finished output shards are skipped on a\n"
-        "          rerun; one JSON line per shard on stdout\n"
+        "  synthesize, filter, evaluate   the paper's pipeline steps (worker/job_kinds.h):\n"
+        "          synthesize writes instruction tasks from image-caption pairs, filter keeps\n"
+        "          the consistent ones, evaluate scores a model on a benchmark. Each rank takes\n"
+        "          base shards r, r+N, ... (under adaptd: the next unit from its work queue);\n"
+        "          finished output shards are skipped on a rerun; one JSON line per shard\n"
         "exit codes:\n"
         "  0  success, or stopped by SIGTERM (or the daemon's stop) after a complete checkpoint\n"
         "  1  runtime failure (I/O, memory, MPI, a signal): adaptd retries the job\n"
@@ -133,7 +135,10 @@ static void usage(FILE *out)
         "  ADAPTD_JOB_ID, ADAPTD_ATTEMPT   named in every frame / in Hello\n"
         "  ADAPTD_HEARTBEAT_MS  heartbeat period (5000)\n"
         "  ADAPTD_DONE_WAIT_MS  how long the exit waits for a lost link to carry Done (30000)\n"
-        "  ADAPTD_LOG_DIR       each rank's stdout and stderr go to DIR/rank-R.log\n");
+        "  ADAPTD_LOG_DIR       each rank's stdout and stderr go to DIR/rank-R.log\n"
+        "  ADAPTD_WORK_QUEUE    1: synthesize, filter and evaluate ranks ask the daemon (over\n"
+        "                       ADAPTD_LINK) for each unit of work instead of r, r+N, ...\n"
+        "  ADAPTD_WORK_WAIT_MS  how long a rank waits for the work queue to answer (60000)\n");
 }
 
 typedef struct worker_args {

@@ -29,7 +29,6 @@
 #include "generate.h"
 #include "scorers.h"
 #include "work_source.h"
-#include "work_source.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -20,8 +20,8 @@ Qwen2-VL from `adaptctl model init`, the generated sample corpus imported in sha
               series is the train stage's loss curve alone, the outputs of
               every stage are there (overlays, the trained model, the scores); then kill -9 of
               adaptd and a restart: the finished job stays succeeded and no stage reruns.
-              (adaptd's API still refuses kind "pipeline" in daemon/job_spec_kinds.c, so the
-              test writes the queued job into the store the way the API does.)
+              The job is submitted with POST /v1/jobs, which checks every stage (the train
+              stage by proto/train_rules) and stores the normalized spec the stages run from.
   resume      the same pipeline resumed stage by stage: kill -9 of a rank in the train stage →
               only that stage is retried; kill -9 of adaptd in the evaluate stage and a restart →
               the job completes; synthesize and filter ran once each (one attempt, every shard
@@ -270,30 +270,6 @@ def case_queue_kill(tmp):
     check(os.path.isfile(os.path.join(out, "manifest.pb")), "the overlay's manifest is written")
 
 
-def make_state(tmp):
-    """The state dir and its schema, made by an adaptd that is then killed (kill -9 is safe for
-    adaptd; its SIGTERM handler is installed only after it prints its address)."""
-    d = Daemon(tmp)
-    d.proc.kill()
-    d.proc.wait()
-    return d.state
-
-
-def insert_job(state_dir, body):
-    """A queued job written into the store as POST /v1/jobs would (a stopped adaptd)."""
-    jid = os.urandom(16).hex()
-    now = int(time.time() * 1000)
-    os.makedirs(os.path.join(state_dir, "jobs", jid), exist_ok=True)
-    db = sqlite3.connect(os.path.join(state_dir, "adaptd.db"), timeout=10)
-    with db:
-        db.execute("INSERT INTO jobs(id, name, kind, state, ranks, attempt, max_restarts, "
-                   "created_ms, updated_ms, spec) VALUES(?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?)",
-                   (jid, body["name"], body["kind"], body["ranks"], body["max_restarts"], now,
-                    now, json.dumps(body)))
-    db.close()
-    return jid
-
-
 def case_queue_daemon(tmp):
     n_records, shard_size = 24, 2
     n_shards = n_records // shard_size
@@ -350,8 +326,12 @@ def pipeline_body(tmp, train_steps=2, every=0, max_restarts=0):
 
 def case_pipeline(tmp):
     work, body = pipeline_body(tmp)
-    jid = insert_job(make_state(tmp), body)
     d = Daemon(tmp)
+    jid = d.submit(body)    # POST /v1/jobs: the API checks the pipeline and its train stage
+    tr = d.job(jid)["spec"]["pipeline"]["train"]
+    check(tr.get("pack_window") == 1024 and tr.get("seed") == 5 and
+          tr.get("overlays") == [os.path.join(os.path.realpath(work), "filtered")],
+          "the stored train stage holds its effective values: %s" % tr)
     seen = []               # stage names in the order GET showed them running
 
     def watch():
@@ -416,8 +396,8 @@ def case_pipeline(tmp):
 
 def case_resume(tmp):
     work, body = pipeline_body(tmp, train_steps=16, every=4, max_restarts=2)
-    jid = insert_job(make_state(tmp), body)
     d = Daemon(tmp)
+    jid = d.submit(body)    # POST /v1/jobs: the API checks the pipeline and its train stage
 
     def at_stage(name):
         def pred():

@@ -6,7 +6,9 @@
  * SQLite; the loss curve is a fixed function of the step, so a test can predict every point.
  *
  * Usage: seed_jobs STATE_DIR [--steps N] [--state succeeded|failed|running] [--name NAME]
- *                            [--error TEXT]
+ *                            [--error TEXT] [--kind train|pipeline]
+ * A pipeline job (four stages) is left with synthesize done by attempt 1 and filter started by
+ * attempt 2, and no metrics series; its --state applies as for a train job.
  * Prints the new job's id on stdout. */
 #include <math.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 #include <sys/time.h>
 
 #include "job_store.h"
+#include "pipeline.h"
 
 typedef struct seed_options {
     const char *state_dir;
@@ -22,6 +25,7 @@ typedef struct seed_options {
     const char *error;
     long        steps;
     int         state;
+    int         pipeline;
 } seed_options;
 
 static int parse_args(int argc, char **argv, seed_options *o)
@@ -49,6 +53,12 @@ static int parse_args(int argc, char **argv, seed_options *o)
             }
         } else if (strcmp(a, "--name") == 0) {
             o->name = v;
+        } else if (strcmp(a, "--kind") == 0) {
+            if (strcmp(v, "train") && strcmp(v, "pipeline")) {
+                fprintf(stderr, "seed_jobs: --kind %s: expected train or pipeline\n", v);
+                return -1;
+            }
+            o->pipeline = strcmp(v, "pipeline") == 0;
         } else if (strcmp(a, "--error") == 0) {
             o->error = v;
         } else {
@@ -58,7 +68,7 @@ static int parse_args(int argc, char **argv, seed_options *o)
     }
     if (!o->state_dir) {
         fprintf(stderr, "usage: seed_jobs STATE_DIR [--steps N] [--state succeeded|failed|running] "
-                        "[--name NAME] [--error TEXT]\n");
+                        "[--name NAME] [--error TEXT] [--kind train|pipeline]\n");
         return -1;
     }
     return 0;
@@ -71,9 +81,36 @@ static double seed_loss(long s)
     return 0.5 + 2.0 * exp(-(double)s / 15.0) + 0.05 * sin((double)s);
 }
 
+/* A pipeline spec pipeline_plan_make accepts (synthesize, filter, train, evaluate-0); its paths
+ * are never opened, as the job never runs. */
+static const char seed_pipeline_spec[] =
+    "{\"name\":\"seeded-pipeline\",\"kind\":\"pipeline\",\"ranks\":1,\"max_restarts\":2,"
+    "\"pipeline\":{\"work_dir\":\"/seeded/work\","
+    "\"synthesize\":{\"model_path\":\"/seeded/model\",\"corpus\":\"/seeded/corpus\"},"
+    "\"filter\":{\"model_path\":\"/seeded/model\"},"
+    "\"train\":{\"model_path\":\"/seeded/model\",\"mode\":\"single_stage\"},"
+    "\"evaluate\":[{\"benchmark\":\"/seeded/bench.jsonl\"}]}}";
+
+static int seed_pipeline(const seed_options *o, job_store_t *js, char id[JOB_STORE_ID_LEN + 1],
+                         adapt_error *err)
+{
+    job_store_new in = { .name = o->name, .kind = "pipeline", .ranks = 1, .max_restarts = 2,
+                         .spec_json = seed_pipeline_spec };
+    int rc = job_store_create(js, &in, id, err);
+    if (rc == ADAPT_OK) rc = job_store_transition(js, id, JOB_STORE_STARTING, NULL, err);
+    if (rc == ADAPT_OK) rc = job_store_transition(js, id, JOB_STORE_RUNNING, NULL, err);
+    if (rc == ADAPT_OK) rc = pipeline_stage_begin(js, id, 0, "synthesize", 1, err);
+    if (rc == ADAPT_OK) rc = pipeline_stage_finish(js, id, 1, err);
+    if (rc == ADAPT_OK) rc = pipeline_stage_begin(js, id, 1, "filter", 2, err);
+    if (rc == ADAPT_OK && o->state != JOB_STORE_RUNNING)
+        rc = job_store_transition(js, id, o->state, o->error, err);
+    return rc;
+}
+
 static int seed_run(const seed_options *o, job_store_t *js, char id[JOB_STORE_ID_LEN + 1],
                     adapt_error *err)
 {
+    if (o->pipeline) return seed_pipeline(o, js, id, err);
     job_store_new in = { .name = o->name, .kind = "train", .ranks = 1, .max_restarts = 0,
                          .spec_json = "{\"kind\":\"train\",\"ranks\":1,\"seeded\":true}" };
     int rc = job_store_create(js, &in, id, err);

@@ -5,7 +5,9 @@
 # 37-step metrics series, a failed one with an error, and a 10,050-step one (more than one
 # metrics page). The page must list them, draw one curve point per metrics row, show the
 # failed job's error, fetch the long series in two pages (the second with since=) and not fetch
-# an unchanged finished series again on its 2 s refreshes. The headers (CSP, ETag, 304) are
+# an unchanged finished series again on its 2 s refreshes. A fourth, a pipeline job left failed
+# in its filter stage, must show its current stage in the list and its stage table in the
+# details (from GET /v1/jobs/{id}, which alone has "stage" and "stages"). The headers (CSP, ETag, 304) are
 # checked with curl. A screenshot is kept in ARTIFACT_DIR and its path printed.
 #
 # Without chromium the test is skipped (exit 77), except under CI=true, where it fails
@@ -40,6 +42,8 @@ done_id=$("$SEED" "$tmp/state" --steps 37 --name page-finished)
 failed_id=$("$SEED" "$tmp/state" --steps 5 --state failed --name page-failed \
             --error "rank 1 exited with status 3")
 long_id=$("$SEED" "$tmp/state" --steps 10050 --name page-long)
+pipe_id=$("$SEED" "$tmp/state" --kind pipeline --state failed --name page-pipeline \
+          --error "filter: rank 0 exited with status 1")
 
 "$ADAPTD" --listen 127.0.0.1:0 --state-dir "$tmp/state" --data-root "$tmp/data" \
     >"$tmp/adaptd.out" 2>"$tmp/adaptd.err" &
@@ -84,15 +88,16 @@ browse --dump-dom "#job=$done_id" >"$tmp/done.html" || fail "chromium failed: $(
 browse --dump-dom "#job=$failed_id" >"$tmp/failed.html" || fail "chromium failed on the failed job"
 browse --dump-dom "#job=$long_id" >"$tmp/long.html" || fail "chromium failed on the long job"
 cp "$tmp/netlog.json" "$tmp/netlog.long.json"
+browse --dump-dom "#job=$pipe_id" >"$tmp/pipe.html" || fail "chromium failed on the pipeline job"
 rm -f "$ARTIFACTS/status_page.png"
 (cd "$tmp" && browse --screenshot="$ARTIFACTS/status_page.png" "#job=$done_id" >/dev/null)
 [ -s "$ARTIFACTS/status_page.png" ] || fail "no screenshot at $ARTIFACTS/status_page.png"
 
-"$PYTHON" - "$tmp" "$done_id" "$failed_id" "$long_id" <<'EOF'
+"$PYTHON" - "$tmp" "$done_id" "$failed_id" "$long_id" "$pipe_id" <<'EOF'
 import json, re, sys
 from html.parser import HTMLParser
 
-tmp, done_id, failed_id, long_id = sys.argv[1:5]
+tmp, done_id, failed_id, long_id, pipe_id = sys.argv[1:6]
 
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
@@ -172,6 +177,21 @@ check(long.byid["curve"].get("data-points") == "10050", "long job: want 10050 cu
       + str(long.byid["curve"].get("data-points")))
 check(vertices(long.byid["curve-line"].get("d", "")) == 10050, "long job: path vertex count")
 
+# The pipeline job: synthesize done by attempt 1, filter started by attempt 2 (seed_jobs).
+with open(f"{tmp}/pipe.html", encoding="utf-8") as f:
+    pipe_html = f.read()
+pipe = Dom(pipe_html)
+check("filter (2/4)" in pipe.text.get("job-" + pipe_id, ""),
+      "the pipeline's row does not show its stage: %r" % pipe.text.get("job-" + pipe_id))
+check("filter (2/4)" in pipe.text.get("detail-fields", ""), "the details do not show the stage")
+stages = re.findall(r'<tr data-stage="([^"]*)" data-state="([^"]*)"', pipe_html)
+check(stages == [("synthesize", "done"), ("filter", "running"), ("train", "pending"),
+                 ("evaluate-0", "pending")], "the stage table: %s" % stages)
+wrap = pipe.byid.get("detail-stages-wrap", {})
+check("hidden" not in wrap.get("class", ""), "the stage table is hidden")
+check("hidden" in done.byid.get("detail-stages-wrap", {}).get("class", ""),
+      "a train job shows a stage table")
+
 # Requests the page made for the long job: one URL_REQUEST source per fetch in the net log.
 with open(f"{tmp}/netlog.long.json", encoding="utf-8") as f:
     log = json.load(f)
@@ -189,6 +209,6 @@ check(len(fetches.get(first, ())) == 1, f"{first}: fetched {len(fetches.get(firs
 check(len(fetches.get(second, ())) == 1, f"{second}: fetched {len(fetches.get(second, ()))} times, want 1")
 check(len([u for u in fetches if "/metrics" in u]) == 2,
       "unexpected metrics fetches: " + ", ".join(u for u in fetches if "/metrics" in u))
-print(f"status page: 3 jobs listed, curves of 37, 5 and 10050 points, {lists} list refreshes")
+print(f"status page: 4 jobs listed (one pipeline with 4 stages), curves of 37, 5 and 10050 points, {lists} list refreshes")
 EOF
 echo "status page screenshot: $ARTIFACTS/status_page.png"

@@ -1,6 +1,7 @@
 /* test_job_spec_kinds: the daemon's checks of the pipeline job kinds (daemon/job_spec_kinds.c)
  * through job_spec_parse: defaults filled as adapt-worker fills them, paths made canonical inside
- * the data root, each refusal naming its field; pipeline checked stage by stage, then refused. */
+ * the data root, each refusal naming its field; pipeline checked stage by stage, its train stage
+ * by proto/train_rules. */
 #include "check.h"
 #include "job_spec.h"
 
@@ -111,10 +112,35 @@ static void test_pipeline(void)
             "pipeline.train.model_path", "required");
     refused("{\"kind\":\"pipeline\",\"pipeline\":{\"synthesize\":{}}}", "pipeline.work_dir",
             "required");
+    /* the train stage through train_rules: its ranges and rules, named under pipeline.train */
     refused("{\"kind\":\"pipeline\",\"pipeline\":{\"work_dir\":\"w\",\"synthesize\":{\"model_path\":"
             "\"model\",\"corpus\":\"corpus\"},\"filter\":{\"model_path\":\"model\"},\"train\":"
-            "{\"model_path\":\"model\"},\"evaluate\":[{\"benchmark\":\"bench.jsonl\"}]}}", "kind",
-            "not run by this adaptd yet");
+            "{\"model_path\":\"model\",\"warmup_ratio\":2}}}", "pipeline.train.warmup_ratio",
+            "outside");
+    refused("{\"kind\":\"pipeline\",\"pipeline\":{\"work_dir\":\"w\",\"synthesize\":{\"model_path\":"
+            "\"model\",\"corpus\":\"corpus\"},\"filter\":{\"model_path\":\"model\"},\"train\":"
+            "{\"model_path\":\"model\",\"mode\":\"two_stage\"}}}", "pipeline.train.mode",
+            "single_stage");
+    /* accepted: the stages linked, the train stage's defaults filled */
+    char *norm, field[JOB_SPEC_FIELD_MAX];
+    adapt_error err = {0};
+    CHECK_MSG(parse("{\"kind\":\"pipeline\",\"pipeline\":{\"work_dir\":\"w\",\"synthesize\":"
+                    "{\"model_path\":\"model\",\"corpus\":\"corpus\"},\"filter\":{\"model_path\":"
+                    "\"model\"},\"train\":{\"model_path\":\"model\",\"freeze_vision\":false},"
+                    "\"evaluate\":[{\"benchmark\":\"bench.jsonl\"}]}}", &norm, field, &err) == 0,
+              "field %s: %s", field, err.message);
+    if (norm) {
+        char want[PATH_MAX + 64];
+        snprintf(want, sizeof want, "\"overlays\":[\"%s/w/filtered\"]", root);
+        CHECK_STR_CONTAINS(norm, want);
+        snprintf(want, sizeof want, "\"output_dir\":\"%s/w/model\"", root);
+        CHECK_STR_CONTAINS(norm, want);
+        CHECK_STR_CONTAINS(norm, "\"pack_window\":1024");
+        CHECK_STR_CONTAINS(norm, "\"mode\":\"single_stage\"");
+        CHECK_STR_CONTAINS(norm, "\"freeze_vision\":false");   /* given, not defaulted */
+        CHECK_STR_CONTAINS(norm, "\"freeze_merger\":true");
+    }
+    free(norm);
 }
 
 int main(void)

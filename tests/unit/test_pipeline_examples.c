@@ -1,7 +1,8 @@
 /* test_pipeline_examples: deploy/examples/{synthesize,filter,evaluate,pipeline}.yaml read as
  * adaptctl submit reads them (tools/job_yaml) and checked by the daemon (daemon/job_spec with a
  * --data-root holding the paths they name) and by adapt-worker (worker/job_kinds); the pipeline
- * example passes every stage check and is refused only because this adaptd does not run it yet.
+ * example is accepted with its train stage filled by proto/train_rules (the values it gives kept,
+ * the rest defaulted, the stages linked), and a bad train stage is refused naming its field.
  * Usage: test_pipeline_examples DEPLOY_EXAMPLES_DIR */
 #include "check.h"
 #include "job_kinds.h"
@@ -59,9 +60,60 @@ static void check_example(const char *dir, const char *kind)
     adapt_error err = {0};
     int rc = job_spec_parse(json, strlen(json), &pol, &spec, &normalized, field, &err);
     if (!strcmp(kind, "pipeline")) {
-        CHECK_MSG(rc == ADAPT_EINVAL && !strcmp(field, "kind") &&
-                  strstr(err.message, "not run by this adaptd yet"),
-                  "pipeline.yaml: field %s: %s", field, err.message);
+        CHECK_MSG(rc == ADAPT_OK, "the daemon refuses pipeline.yaml: field %s: %s", field,
+                  err.message);
+        const Adaptd__TrainSpec *t = spec && spec->pipeline ? spec->pipeline->train : NULL;
+        CHECK(t != NULL);
+        if (t) {
+            /* given by the example, kept */
+            CHECK(t->epochs == 1 && t->global_batch == 128 && t->checkpoint_every == 200);
+            CHECK(t->lr_vision > 1.9e-6f && t->lr_vision < 2.1e-6f);
+            /* left out, the rules' defaults */
+            CHECK(t->pack_window == 1024 && t->freeze_vision && t->keep_last == 0);
+            CHECK(t->adam_beta2 > 0.998f && t->adam_beta2 < 1.0f);
+            /* linked: the synthesize corpus, the filtered overlay, work_dir/model */
+            CHECK(t->n_overlays == 1 && strstr(t->overlays[0], "runs/biomed-pipeline/filtered"));
+            CHECK(strstr(t->corpus, "corpora/biomed-captions") != NULL);
+            CHECK(strstr(t->output_dir, "runs/biomed-pipeline/model") != NULL);
+        }
+        CHECK(normalized && strstr(normalized, "\"pack_window\":1024"));
+        /* the given marks come from the document: false stays false, a 0 is refused as given */
+        cJSON *doc = cJSON_Parse(json);
+        cJSON *tr = cJSON_GetObjectItem(cJSON_GetObjectItem(doc, "pipeline"), "train");
+        if (tr) {
+            cJSON_AddFalseToObject(tr, "freeze_vision");
+            char *j2 = cJSON_PrintUnformatted(doc);
+            Adaptd__JobSpec *s2 = NULL;
+            char *n2 = NULL;
+            CHECK(j2 && job_spec_parse(j2, strlen(j2), &pol, &s2, &n2, field, &err) == ADAPT_OK);
+            CHECK(s2 && s2->pipeline && !s2->pipeline->train->freeze_vision);
+            if (s2) adaptd__job_spec__free_unpacked(s2, NULL);
+            free(n2);
+            free(j2);
+            cJSON_AddNumberToObject(tr, "pack_window", 0);
+            j2 = cJSON_PrintUnformatted(doc);
+            s2 = NULL;
+            n2 = NULL;
+            CHECK(j2 && job_spec_parse(j2, strlen(j2), &pol, &s2, &n2, field, &err) == ADAPT_EINVAL);
+            CHECK_MSG(!strcmp(field, "pipeline.train.pack_window") &&
+                      strstr(err.message, "pipeline.train.pack_window"), "field %s: %s", field,
+                      err.message);
+            if (s2) adaptd__job_spec__free_unpacked(s2, NULL);
+            free(n2);
+            free(j2);
+            cJSON_ReplaceItemInObject(tr, "pack_window", cJSON_CreateNumber(64));
+            cJSON_ReplaceItemInObject(tr, "mode", cJSON_CreateString("two_stage"));
+            j2 = cJSON_PrintUnformatted(doc);
+            s2 = NULL;
+            n2 = NULL;
+            CHECK(j2 && job_spec_parse(j2, strlen(j2), &pol, &s2, &n2, field, &err) == ADAPT_EINVAL);
+            CHECK_MSG(!strcmp(field, "pipeline.train.mode"), "field %s: %s", field, err.message);
+            if (s2) adaptd__job_spec__free_unpacked(s2, NULL);
+            free(n2);
+            free(j2);
+        }
+        CHECK(tr != NULL);
+        cJSON_Delete(doc);
     } else {
         CHECK_MSG(rc == ADAPT_OK, "the daemon refuses %s.yaml: field %s: %s", kind, field,
                   err.message);

@@ -13,6 +13,7 @@
 
 #include "check.h"
 #include "job.pb-c.h"
+#include "link_client.h"
 #include "work_source.h"
 
 static char dir[] = "/tmp/adapt-test-work-source-XXXXXX";
@@ -57,7 +58,8 @@ static void send_grant(int fd, uint64_t shard, int none_left, const char *error)
 }
 
 /* The stand-in daemon: one connection; grants units 3 then 1, then none left, recording what
- * the worker said; with `refuse`, answers the first request with an error. */
+ * the worker said; with `refuse`, answers the first request with the daemon's unit-count
+ * refusal (1), another refusal (2) or a unit past the worker's count (3). */
 typedef struct daemon_ctx {
     int      listen_fd, refuse;
     int      hello_ok, requests, dones;
@@ -79,7 +81,11 @@ static void *daemon_thread(void *arg)
         else if (f->body_case == ADAPTD__LINK_FRAME__BODY_WORK_REQUEST) {
             int k = d->requests++;
             if (f->work_request->units != 5 || f->work_request->rank != 1) send_grant(fd, 0, 0, "bad request");
-            else if (d->refuse) send_grant(fd, 0, 0, "rank 1 counts 5 units, the table holds 4");
+            else if (d->refuse == 1)   /* daemon/workqueue.c's count refusal: fatal */
+                send_grant(fd, 0, 0, "job 0123 stage 0: rank 1 counts 5 units of work, the "
+                                     "daemon's table holds 4 (the input changed since the job began?)");
+            else if (d->refuse == 2) send_grant(fd, 0, 0, "the store is busy");  /* retryable */
+            else if (d->refuse == 3) send_grant(fd, 5, 0, NULL);   /* past the worker's 5 units */
             else if (k < 2) send_grant(fd, grants[k], 0, NULL);
             else send_grant(fd, 0, 1, NULL);
         } else if (f->body_case == ADAPTD__LINK_FRAME__BODY_SHARD_DONE && d->dones < 8) {
@@ -143,9 +149,16 @@ static void test_queue(int refuse)
     pthread_join(t, NULL);
     close(d.listen_fd);
     CHECK(d.hello_ok);
-    if (refuse) {
-        CHECK(rc == ADAPT_EIO && n == 0);
-        CHECK_STR_CONTAINS(err.message, "the table holds 4");
+    if (refuse == 1) {
+        /* a unit count the daemon disagrees with: exit 2, not retried */
+        CHECK_MSG(rc == ADAPT_EINVAL && n == 0 && link_client_error_fatal(rc), "rc %d", rc);
+        CHECK_STR_CONTAINS(err.message, "the daemon's table holds 4");
+    } else if (refuse == 2) {
+        CHECK_MSG(rc == ADAPT_EIO && n == 0 && !link_client_error_fatal(rc), "rc %d", rc);
+        CHECK_STR_CONTAINS(err.message, "the store is busy");
+    } else if (refuse == 3) {
+        CHECK_MSG(rc == ADAPT_EINVAL && n == 0 && link_client_error_fatal(rc), "rc %d", rc);
+        CHECK_STR_CONTAINS(err.message, "counts 5 units of work");
     } else {
         CHECK_MSG(rc == ADAPT_OK && n == 2 && got[0] == 3 && got[1] == 1, "rc %d n %d: %s", rc, n,
                   err.message);
@@ -188,6 +201,8 @@ int main(void)
     test_static();
     test_queue(0);
     test_queue(1);
+    test_queue(2);
+    test_queue(3);
     test_dead_daemon();
     unlink(sock_path);
     rmdir(dir);
