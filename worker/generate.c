@@ -105,10 +105,10 @@ static int gen_open_impl(gen_t **out, const char *dir, int with_tokenizer, adapt
     gen_t *g = calloc(1, sizeof *g);
     if (!g) return adapt_fail(err, ADAPT_ENOMEM, "generate: out of memory");
     g->max_batch = GEN_DEFAULT_BATCH;
-    /* the model object only holds the weights here: generation plans its own activations */
-    qwen2vl_budget b = { .max_tokens = 1, .max_patches = 0, .max_seqs = 1, .max_images = 0 };
+    /* the model object only holds the weights here (no gradients, no training activations):
+     * generation plans its own cache and scratch (qwen2vl_infer_create) */
     int rc = model_config_load(&g->cfg, dir, err);
-    if (!rc) rc = qwen2vl_create(&g->m, &g->cfg, &b, ops_cpu(), err);
+    if (!rc) rc = qwen2vl_create_inference(&g->m, &g->cfg, ops_cpu(), err);
     if (!rc) rc = qwen2vl_load_weights(g->m, dir, err);
     if (!rc) rc = gen_load_eos(g, dir, err);
     if (!rc && with_tokenizer) {

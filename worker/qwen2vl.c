@@ -249,6 +249,7 @@ size_t qwen2vl_activation_floats(const model_config *cfg, const qwen2vl_budget *
     return n + n_ints;  /* an int is as large as a float */
 }
 
+/* b NULL: an inference-only model, which plans no activations and so has no budget to check. */
 static int config_check(const model_config *cfg, const qwen2vl_budget *b, adapt_error *err)
 {
     const model_config_vision *v = &cfg->vision;
@@ -269,13 +270,15 @@ static int config_check(const model_config *cfg, const qwen2vl_budget *b, adapt_
         return adapt_fail(err, ADAPT_EINVAL,
                           "qwen2vl: vision_config.hidden_size %d != the LM's hidden_size %d",
                           v->out_hidden_size, t->hidden_size);
-    if (b->max_tokens < 1 || b->max_patches < 0 || b->max_seqs < 1 || b->max_images < 0)
+    if (b && (b->max_tokens < 1 || b->max_patches < 0 || b->max_seqs < 1 || b->max_images < 0))
         return adapt_fail(err, ADAPT_EINVAL, "qwen2vl: budget needs max_tokens >= 1, max_seqs >= 1");
     return 0;
 }
 
-int qwen2vl_create(qwen2vl_model **out, const model_config *cfg, const qwen2vl_budget *budget,
-                   const ops_table *ops, adapt_error *err)
+/* budget NULL: weights only (qwen2vl_create_inference); the gradient buffer and the activation
+ * plan stay NULL, and the entry points that would touch them check m->inference first. */
+static int model_create(qwen2vl_model **out, const model_config *cfg, const qwen2vl_budget *budget,
+                        const ops_table *ops, adapt_error *err)
 {
     *out = NULL;
     int rc = config_check(cfg, budget, err);
@@ -284,28 +287,55 @@ int qwen2vl_create(qwen2vl_model **out, const model_config *cfg, const qwen2vl_b
     if (!m) return adapt_fail(err, ADAPT_ENOMEM, "qwen2vl: out of memory");
     m->cfg = *cfg;
     m->ops = ops;
-    m->budget = *budget;
+    m->inference = budget == NULL;
+    if (budget) m->budget = *budget;
     rc = qwen2vl_layout(cfg, &m->tensors, &m->n_tensors, m->tower_params, err);
     if (rc) { free(m); return rc; }
     for (int k = 0; k < QWEN2VL_TOWER_COUNT; k++) m->n_params += m->tower_params[k];
+    m->param_mem = calloc(m->n_params, sizeof(float));
+    if (!m->param_mem) {
+        qwen2vl_free(m);
+        return adapt_fail(err, ADAPT_ENOMEM, "qwen2vl: out of memory for %zu parameters",
+                          m->n_params);
+    }
+    m->resident_bytes = m->n_params * sizeof(float);
+    params_point(&m->w, cfg, m->param_mem);
+    if (m->inference) {
+        *out = m;
+        return 0;
+    }
     m->loss_work_len = loss_work_len_for(cfg);
     size_t n_ints;
     size_t n_floats = qwen2vl_acts_plan(&m->a, cfg, budget, m->loss_work_len, NULL, NULL, &n_ints);
-    m->param_mem = calloc(m->n_params, sizeof(float));
     m->grad_mem = calloc(m->n_params, sizeof(float));
     m->act_mem = calloc(n_floats, sizeof(float));
     m->act_ints = calloc(n_ints, sizeof(int));
-    if (!m->param_mem || !m->grad_mem || !m->act_mem || !m->act_ints) {
+    if (!m->grad_mem || !m->act_mem || !m->act_ints) {
         qwen2vl_free(m);
         return adapt_fail(err, ADAPT_ENOMEM,
                           "qwen2vl: out of memory for %zu parameters and %zu activation floats "
                           "(lower the token budget)", m->n_params, n_floats);
     }
+    m->resident_bytes += m->n_params * sizeof(float) + n_floats * sizeof(float) +
+                         n_ints * sizeof(int);
     qwen2vl_acts_plan(&m->a, cfg, budget, m->loss_work_len, m->act_mem, m->act_ints, &n_ints);
-    params_point(&m->w, cfg, m->param_mem);
     params_point(&m->g, cfg, m->grad_mem);
     *out = m;
     return 0;
+}
+
+int qwen2vl_create(qwen2vl_model **out, const model_config *cfg, const qwen2vl_budget *budget,
+                   const ops_table *ops, adapt_error *err)
+{
+    *out = NULL;
+    if (!budget) return adapt_fail(err, ADAPT_EINVAL, "qwen2vl: qwen2vl_create needs a budget");
+    return model_create(out, cfg, budget, ops, err);
+}
+
+int qwen2vl_create_inference(qwen2vl_model **out, const model_config *cfg, const ops_table *ops,
+                             adapt_error *err)
+{
+    return model_create(out, cfg, NULL, ops, err);
 }
 
 void qwen2vl_free(qwen2vl_model *m)
@@ -321,11 +351,13 @@ void qwen2vl_free(qwen2vl_model *m)
 
 const model_config *qwen2vl_config(const qwen2vl_model *m) { return &m->cfg; }
 qwen2vl_params *qwen2vl_weights(qwen2vl_model *m) { return &m->w; }
-qwen2vl_params *qwen2vl_grads(qwen2vl_model *m) { return &m->g; }
+qwen2vl_params *qwen2vl_grads(qwen2vl_model *m) { return m->inference ? NULL : &m->g; }
 float *qwen2vl_param_buffer(qwen2vl_model *m) { return m->param_mem; }
 float *qwen2vl_grad_buffer(qwen2vl_model *m) { return m->grad_mem; }
 size_t qwen2vl_num_params(const qwen2vl_model *m) { return m->n_params; }
 size_t qwen2vl_num_tensors(const qwen2vl_model *m) { return m->n_tensors; }
+int qwen2vl_is_inference(const qwen2vl_model *m) { return m->inference; }
+size_t qwen2vl_resident_bytes(const qwen2vl_model *m) { return m->resident_bytes; }
 
 const qwen2vl_tensor *qwen2vl_tensor_at(const qwen2vl_model *m, size_t i)
 {
@@ -343,6 +375,7 @@ int qwen2vl_set_frozen(qwen2vl_model *m, qwen2vl_tower tower, int frozen, adapt_
 
 void qwen2vl_zero_grads(qwen2vl_model *m)
 {
+    if (m->inference) return;   /* no gradients to zero; forward_backward refuses this model */
     m->ops->fill_f32(m->grad_mem, 0.0f, m->n_params);
 }
 

@@ -107,13 +107,26 @@ typedef struct qwen2vl_model qwen2vl_model;
  * the budget. Refuses configs the layout cannot hold (head_dim over the op limit, odd merge). */
 int qwen2vl_create(qwen2vl_model **out, const model_config *cfg, const qwen2vl_budget *budget,
                    const ops_table *ops, adapt_error *err);
+/* Weights only, for inference (worker/generate.c): no gradient buffer and no activation plan, so
+ * the model holds 4 B per parameter instead of 8 B plus the activations. qwen2vl_infer_* (which
+ * plan their own cache and scratch), weight load / save / init and qwen2vl_logits' refusal work
+ * as on any model; the whole-batch passes (qwen2vl_forward, qwen2vl_forward_backward*) are refused
+ * with ADAPT_EINVAL, qwen2vl_grads and qwen2vl_grad_buffer return NULL, and qwen2vl_zero_grads
+ * and qwen2vl_grads_ready_all do nothing. */
+int qwen2vl_create_inference(qwen2vl_model **out, const model_config *cfg, const ops_table *ops,
+                             adapt_error *err);
 void qwen2vl_free(qwen2vl_model *m);
+/* 1 for a model of qwen2vl_create_inference. */
+int    qwen2vl_is_inference(const qwen2vl_model *m);
+/* Bytes of the buffers the model allocated: weights, gradients, planned activations (floats and
+ * ints); the tensor table and the struct are not counted. */
+size_t qwen2vl_resident_bytes(const qwen2vl_model *m);
 
 const model_config   *qwen2vl_config(const qwen2vl_model *m);
 qwen2vl_params       *qwen2vl_weights(qwen2vl_model *m);
-qwen2vl_params       *qwen2vl_grads(qwen2vl_model *m);
+qwen2vl_params       *qwen2vl_grads(qwen2vl_model *m);         /* NULL on an inference model */
 float                *qwen2vl_param_buffer(qwen2vl_model *m);
-float                *qwen2vl_grad_buffer(qwen2vl_model *m);
+float                *qwen2vl_grad_buffer(qwen2vl_model *m);   /* NULL on an inference model */
 size_t                qwen2vl_num_params(const qwen2vl_model *m);
 size_t                qwen2vl_num_tensors(const qwen2vl_model *m);
 const qwen2vl_tensor *qwen2vl_tensor_at(const qwen2vl_model *m, size_t i);

@@ -85,6 +85,9 @@ struct qwen2vl_model {
     size_t           n_tensors;
     size_t           n_params;
     size_t           tower_params[QWEN2VL_TOWER_COUNT];
+    int              inference;       /* qwen2vl_create_inference: weights only, grad_mem, act_mem,
+                                       * act_ints NULL and a, g, budget zero */
+    size_t           resident_bytes;  /* param_mem + grad_mem + act_mem + act_ints */
     float           *param_mem;
     float           *grad_mem;
     qwen2vl_params   w;

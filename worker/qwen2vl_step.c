@@ -136,8 +136,21 @@ static void forward_passes(qwen2vl_model *m, const qwen2vl_batch *b, int trainin
     m->have_forward = m->n_keep == m->n_tokens;
 }
 
+/* An inference model (qwen2vl_create_inference) has neither the activations a whole-batch pass
+ * writes nor the gradients a backward accumulates: refused before anything is touched. */
+static int refuse_inference(const qwen2vl_model *m, const char *what, adapt_error *err)
+{
+    if (!m->inference) return 0;
+    return adapt_fail(err, ADAPT_EINVAL,
+                      "qwen2vl: %s refused on an inference-only model (qwen2vl_create_inference "
+                      "allocates no gradients or activations; create it with qwen2vl_create to "
+                      "train, or use qwen2vl_infer_step)", what);
+}
+
 int qwen2vl_forward(qwen2vl_model *m, const qwen2vl_batch *b, float *loss, adapt_error *err)
 {
+    int refused = refuse_inference(m, "qwen2vl_forward", err);
+    if (refused) return refused;
     int rc = batch_plan(m, b, err);
     if (rc) return rc;
     forward_passes(m, b, 0);
@@ -224,6 +237,7 @@ static void ready_text_rest(const qwen2vl_model *m)
 
 void qwen2vl_grads_ready_all(qwen2vl_model *m, qwen2vl_grads_ready_fn ready, void *ctx)
 {
+    if (m->inference) return;   /* no gradient buffer: no ranges to report */
     m->ready = ready;
     m->ready_ctx = ctx;
     ready_lm_head(m);
@@ -237,6 +251,8 @@ void qwen2vl_grads_ready_all(qwen2vl_model *m, qwen2vl_grads_ready_fn ready, voi
 int qwen2vl_forward_backward_ready(qwen2vl_model *m, const qwen2vl_batch *b, float *loss,
                                    qwen2vl_grads_ready_fn ready, void *ctx, adapt_error *err)
 {
+    int refused = refuse_inference(m, "qwen2vl_forward_backward", err);
+    if (refused) return refused;
     if (!b->labels) return adapt_fail(err, ADAPT_EINVAL, "qwen2vl: a backward pass needs labels");
     int rc = batch_plan(m, b, err);
     if (rc) return rc;

@@ -506,6 +506,93 @@ static void test_eos_special(const char *dir)
     gen_result_clear(&ig);
 }
 
+/* ---- the inference-only model ---------------------------------------------------------------- */
+
+static void count_ready(void *ctx, size_t offset, size_t count)
+{
+    (void)offset;
+    (void)count;
+    ++*(int *)ctx;
+}
+
+/* gen_open's model holds the weights and nothing else: exactly 4 B per parameter, where the
+ * training model of the smallest budget (what gen_open created before) adds a gradient buffer of
+ * the same size and the planned activations; the whole-batch passes are refused with a message,
+ * the gradient entry points are inert. That its generation equals a training model's forward is
+ * test_kv_equals_recompute. */
+static void test_inference_model(const char *dir)
+{
+    adapt_error err = {0};
+    gen_t *g = NULL;
+    CHECK_MSG(gen_open_no_tokenizer(&g, dir, &err) == 0, "%s", err.message);
+    if (!g) return;
+    qwen2vl_model *m = gen_model(g);
+    const model_config *cfg = qwen2vl_config(m);
+    size_t n = qwen2vl_num_params(m);
+    CHECK(qwen2vl_is_inference(m));
+    CHECK(qwen2vl_grad_buffer(m) == NULL && qwen2vl_grads(m) == NULL);
+    CHECK_MSG(qwen2vl_resident_bytes(m) == n * sizeof(float),
+              "inference model holds %zu B, weights are %zu B", qwen2vl_resident_bytes(m),
+              n * sizeof(float));
+
+    qwen2vl_model *t = NULL;
+    qwen2vl_budget b = { .max_tokens = 1, .max_patches = 0, .max_seqs = 1, .max_images = 0 };
+    CHECK_MSG(qwen2vl_create(&t, cfg, &b, ops_cpu(), &err) == 0, "%s", err.message);
+    if (t) {
+        CHECK(!qwen2vl_is_inference(t) && qwen2vl_grad_buffer(t) != NULL);
+        size_t want = 2 * n * sizeof(float) + 4 * qwen2vl_activation_floats(cfg, &b);
+        CHECK_MSG(qwen2vl_resident_bytes(t) == want, "training model holds %zu B, planned %zu B",
+                  qwen2vl_resident_bytes(t), want);
+        CHECK(qwen2vl_resident_bytes(t) - qwen2vl_resident_bytes(m) > n * sizeof(float));
+        /* the same weights give the same bits through the KV-cache path on either kind, so
+         * generation is what it was when gen_open created a training model */
+        memcpy(qwen2vl_param_buffer(t), qwen2vl_param_buffer(m), n * sizeof(float));
+        int V = cfg->text.vocab_size, ids[5] = { 7, 900, 151643, 42, 12345 }, slot[5] = { 0 };
+        int cp[5], pos[15], rows[2] = { 2, 4 };
+        for (int i = 0; i < 5; i++) cp[i] = pos[i] = pos[5 + i] = pos[10 + i] = i;
+        qwen2vl_rows r = { .n = 5, .ids = ids, .slot = slot, .cache_pos = cp, .pos = pos,
+                           .n_logits = 2, .logit_rows = rows };
+        float *lm = malloc(sizeof(float) * 2 * (size_t)V), *lt = malloc(sizeof(float) * 2 * (size_t)V);
+        qwen2vl_infer *sm = NULL, *st = NULL;
+        CHECK(qwen2vl_infer_create(&sm, m, 1, 8, 5, 0, &err) == 0);
+        CHECK(qwen2vl_infer_create(&st, t, 1, 8, 5, 0, &err) == 0);
+        if (sm && st) {
+            CHECK_MSG(qwen2vl_infer_step(m, sm, &r, lm, &err) == 0, "%s", err.message);
+            CHECK_MSG(qwen2vl_infer_step(t, st, &r, lt, &err) == 0, "%s", err.message);
+            CHECK(memcmp(lm, lt, sizeof(float) * 2 * (size_t)V) == 0);
+        }
+        qwen2vl_infer_free(sm);
+        qwen2vl_infer_free(st);
+        free(lm);
+        free(lt);
+        qwen2vl_free(t);
+    }
+    CHECK(qwen2vl_create(&t, cfg, NULL, ops_cpu(), &err) == ADAPT_EINVAL && t == NULL);
+
+    /* a valid training batch: only the model kind makes these fail */
+    int ids[4] = { 10, 20, 30, 40 }, labels[4] = { 10, 20, 30, 40 }, cu[2] = { 0, 4 };
+    qwen2vl_batch batch = { .n_tokens = 4, .input_ids = ids, .labels = labels, .n_seqs = 1,
+                            .cu_seqlens = cu, .loss_normaliser = 3.0f };
+    float loss = -1.0f, logit = 0.0f;
+    err = (adapt_error){0};
+    CHECK(qwen2vl_forward_backward(m, &batch, &loss, &err) == ADAPT_EINVAL);
+    CHECK(err.code == ADAPT_EINVAL && strstr(err.message, "inference-only") &&
+          strstr(err.message, "qwen2vl_forward_backward"));
+    CHECK(loss == -1.0f);
+    int calls = 0;
+    err = (adapt_error){0};
+    CHECK(qwen2vl_forward_backward_ready(m, &batch, &loss, count_ready, &calls, &err) ==
+          ADAPT_EINVAL && err.code == ADAPT_EINVAL);
+    err = (adapt_error){0};
+    CHECK(qwen2vl_forward(m, &batch, &loss, &err) == ADAPT_EINVAL);
+    CHECK(strstr(err.message, "inference-only") != NULL);
+    CHECK(qwen2vl_logits(m, 0, 1, &logit, &err) == ADAPT_EINVAL);
+    qwen2vl_zero_grads(m);
+    qwen2vl_grads_ready_all(m, count_ready, &calls);
+    CHECK_MSG(calls == 0, "%d gradient ranges reported by a model without gradients", calls);
+    gen_close(g);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -521,6 +608,7 @@ int main(int argc, char **argv)
     CHECK(write_model(a, 5, 0.0f) == 0);
     CHECK(write_model(b, 5, 40.0f) == 0);
     test_kv_equals_recompute(a);
+    test_inference_model(a);
     test_batches(a);
     test_stops(a);
     test_eos_special(b);
