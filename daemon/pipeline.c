@@ -159,9 +159,11 @@ static int plan_build(const cJSON *job, pipeline_plan *p, adapt_error *err)
     }
     const char *mode = str_of(tr, "mode");
     if (mode && strcmp(mode, "single_stage")) {
+        /* the message is made before the delete: mode points into tr */
+        adapt_fail(err, ADAPT_EINVAL, "pipeline.train.mode: \"%s\"; the pipeline trains "
+                   "single_stage (the base corpus + the filtered overlay)", mode);
         cJSON_Delete(tr);
-        return adapt_fail(err, ADAPT_EINVAL, "pipeline.train.mode: \"%s\"; the pipeline trains "
-                          "single_stage (the base corpus + the filtered overlay)", mode);
+        return ADAPT_EINVAL;
     }
     if ((rc = need_path(tr, "pipeline.train", "output_dir", err)) ||
         (rc = need_path(tr, "pipeline.train", "model_path", err))) {

@@ -38,7 +38,8 @@ if [ ! -f build-fuzz/build.ninja ]; then
     -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized
 fi
 # only the harnesses: the rest of this build dir is what build-asan already checks
-ninja -C build-fuzz tests/fuzz/fuzz_shard tests/fuzz/fuzz_tok tests/fuzz/fuzz_llava_json
+ninja -C build-fuzz tests/fuzz/fuzz_shard tests/fuzz/fuzz_tok tests/fuzz/fuzz_llava_json \
+  tests/fuzz/fuzz_job_yaml
 run_suite build-fuzz --suite fuzz --no-rebuild
 
 "$ADAPT_TEST_PYTHON" tools/scripts/test_summary.py "${results[@]}"
