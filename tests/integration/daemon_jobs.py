@@ -19,104 +19,16 @@ mpirun), with a tiny Qwen2-VL from `adaptctl model init` and a generated corpus:
              max_restarts 0 does not forbid
 Usage: daemon_jobs.py CASE ADAPTD ADAPTCTL ADAPT_WORKER TOKENIZER_DIR MPIRUN
 """
-import http.client
 import json
 import os
 import re
-import select
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 
-CASE, ADAPTD, ADAPTCTL, WORKER, TOKDIR, MPIRUN = sys.argv[1:7]
-FAILURES = []
-
-CONFIG = {
-    "model_type": "qwen2_vl", "image_token_id": 151655, "video_token_id": 151656,
-    "vision_start_token_id": 151652, "vision_end_token_id": 151653, "tie_word_embeddings": True,
-    "bos_token_id": 151643, "eos_token_id": 151645,
-    "text_config": {"vocab_size": 151936, "hidden_size": 32, "intermediate_size": 64,
-                    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-                    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
-                                        "mrope_section": [1, 1, 2]}},
-    "vision_config": {"depth": 1, "embed_dim": 32, "num_heads": 4, "mlp_ratio": 2,
-                      "hidden_size": 32},
-}
-
-
-def check(cond, what):
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what, file=sys.stderr, flush=True)
-    return cond
-
-
-class Daemon:
-    """One adaptd process on the test's state dir; its stderr goes to a file shown on failure."""
-
-    def __init__(self, tmp, n, extra=()):
-        self.log = os.path.join(tmp, "adaptd-%d.log" % n)
-        args = [ADAPTD, "--listen", "127.0.0.1:0", "--state-dir", os.path.join(tmp, "state"),
-                "--data-root", tmp, "--slots", "2", "--worker", WORKER, "--mpirun", MPIRUN,
-                "--kill-grace-ms", "3000", *extra]
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        with open(self.log, "w") as err:
-            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True,
-                                         env=env)
-        self.port, deadline = None, time.time() + 15
-        while self.port is None and time.time() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            if ready:
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
-                m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-                if m:
-                    self.port = int(m.group(1))
-        if self.port is None:
-            raise SystemExit("adaptd did not start:\n" + open(self.log).read())
-
-    def request(self, method, path, body=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        data = json.dumps(body) if isinstance(body, dict) else body
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        conn.request(method, path, body=data, headers=headers)
-        r = conn.getresponse()
-        raw = r.read()
-        conn.close()
-        ctype = r.getheader("Content-Type") or ""
-        return r.status, dict(r.getheaders()), (json.loads(raw) if "json" in ctype and raw else raw)
-
-    def job(self, jid):
-        status, _, doc = self.request("GET", "/v1/jobs/" + jid)
-        check(status == 200, "GET job %s: %s" % (jid, status))
-        return doc
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=15)
-        if sig == signal.SIGTERM:
-            check(self.proc.returncode == 0, "adaptd exits 0 on SIGTERM: %s" % self.proc.returncode)
-        # a sanitizer build of adaptd reports here
-        log = open(self.log).read()
-        check("runtime error:" not in log and "Sanitizer" not in log, "adaptd's log is clean of "
-              "sanitizer reports")
-
-
-def make_fixture(tmp):
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-        json.dump(CONFIG, f)
-    run = lambda *a: subprocess.run([ADAPTCTL, *a], check=True, stdout=subprocess.DEVNULL)
-    run("model", "init", "--config", os.path.join(tmp, "config.json"), "--out",
-        os.path.join(tmp, "model"), "--seed", "1", "--tokenizer", TOKDIR)
-    run("data", "generate", "--out", os.path.join(tmp, "gen"), "--count", "100", "--seed", "3",
-        "--size", "64", "--jobs", "2")
-    run("data", "import", "--out", os.path.join(tmp, "corpus"), "--jobs", "2", "--shard-size",
-        "10", os.path.join(tmp, "gen", "captions.jsonl"))
+from daemon_fixture import (CASE, FAILURES, Daemon, check, make_fixture, wait_for)
 
 
 def spec(tmp, name, steps, every, max_restarts=0):
@@ -128,13 +40,6 @@ def spec(tmp, name, steps, every, max_restarts=0):
                       "lr_llm": 0.01, "warmup_ratio": 0.1, "schedule": "cosine",
                       "image_min_pixels": 3136, "image_max_pixels": 3136,
                       "checkpoint_every": every, "keep_last": 2, "seed": 5}}
-
-
-def submit(d, body):
-    status, _, doc = d.request("POST", "/v1/jobs", body)
-    if not check(status == 201, "submit: %s %s" % (status, doc)):
-        raise SystemExit(1)
-    return doc["id"]
 
 
 def job_processes(jid):
@@ -155,21 +60,6 @@ def job_processes(jid):
         if state not in ("Z", "X") and any(key in a for a in argv):
             found.append((int(pid), argv[0].decode(errors="replace")))
     return found
-
-
-def wait_for(what, timeout, pred, step=0.2, watch=None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if watch:
-            watch()
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    check(False, "timed out after %ds waiting for %s" % (timeout, what))
-    return None
-
-
 def wait_state(d, jid, states, timeout, watch=None):
     last = {}
 
@@ -211,9 +101,9 @@ def steps_in(text):
 # ---- cases -----------------------------------------------------------------------------------
 
 def case_run(tmp):
-    d = Daemon(tmp, 1)
-    a = submit(d, spec(tmp, "a", 10, 0))   # no periodic checkpoints: only asked-for and final
-    b = submit(d, spec(tmp, "b", 4, 0))
+    d = Daemon(tmp, "adaptd-1.log")
+    a = d.submit(spec(tmp, "a", 10, 0))   # no periodic checkpoints: only asked-for and final
+    b = d.submit(spec(tmp, "b", 4, 0))
     check(d.job(b)["state"] == "queued", "job b waits while a holds both slots")
     status, _, _ = d.request("POST", "/v1/jobs/%s/checkpoint" % b)
     check(status == 409, "checkpoint of a queued job: 409, got %s" % status)
@@ -265,9 +155,9 @@ def case_run(tmp):
 
 
 def case_cancel(tmp):
-    d = Daemon(tmp, 1)
-    a = submit(d, spec(tmp, "a", 400, 0))
-    b = submit(d, spec(tmp, "b", 4, 0))
+    d = Daemon(tmp, "adaptd-1.log")
+    a = d.submit(spec(tmp, "a", 400, 0))
+    b = d.submit(spec(tmp, "b", 4, 0))
     status, _, doc = d.request("POST", "/v1/jobs/%s/cancel" % b)
     check(status == 200 and doc["state"] == "cancelled", "queued job cancelled at once: %s" % status)
     wait_state(d, a, ("running",), 60)
@@ -295,8 +185,8 @@ def resumed_from_checkpoint(d, jid, every, steps):
 
 
 def case_kill_rank(tmp):
-    d = Daemon(tmp, 1)
-    a = submit(d, spec(tmp, "a", 16, 3, max_restarts=1))
+    d = Daemon(tmp, "adaptd-1.log")
+    a = d.submit(spec(tmp, "a", 16, 3, max_restarts=1))
     wait_for("a complete checkpoint", 90, lambda: d.job(a)["last_checkpoint"])
     ranks = [p for p, exe in job_processes(a) if os.path.basename(exe) == "adapt-worker"]
     check(len(ranks) == 2, "two ranks found: %s" % job_processes(a))
@@ -312,8 +202,8 @@ def case_kill_rank(tmp):
 
 
 def case_daemon(tmp):
-    d = Daemon(tmp, 1)
-    a = submit(d, spec(tmp, "a", 20, 4, max_restarts=2))
+    d = Daemon(tmp, "adaptd-1.log")
+    a = d.submit(spec(tmp, "a", 20, 4, max_restarts=2))
     wait_step(d, a, 3, 90)
     d.stop(signal.SIGKILL)
     most = {"n": 0}
@@ -326,7 +216,7 @@ def case_daemon(tmp):
     watch()
     time.sleep(1)
     watch()
-    d2 = Daemon(tmp, 2)
+    d2 = Daemon(tmp, "adaptd-2.log")
     ja = wait_state(d2, a, ("succeeded", "failed"), 120, watch=watch)
     check(ja["state"] == "succeeded", "completed after adaptd's kill -9: %s" % ja["error"])
     check(most["n"] <= 1, "never two attempts at once (%d mpirun seen)" % most["n"])
@@ -341,8 +231,8 @@ def case_daemon(tmp):
 
 
 def case_heartbeat(tmp):
-    d = Daemon(tmp, 1, ("--heartbeat-timeout", "4"))
-    a = submit(d, spec(tmp, "a", 12, 3, max_restarts=1))
+    d = Daemon(tmp, "adaptd-1.log", ("--heartbeat-timeout", "4"))
+    a = d.submit(spec(tmp, "a", 12, 3, max_restarts=1))
     wait_step(d, a, 4, 90)
     procs = job_processes(a)
     for pid, _ in procs:
@@ -358,8 +248,8 @@ def case_heartbeat(tmp):
 
 
 def case_preempt(tmp):
-    d = Daemon(tmp, 1)
-    a = submit(d, spec(tmp, "a", 10, 0, max_restarts=0))
+    d = Daemon(tmp, "adaptd-1.log")
+    a = d.submit(spec(tmp, "a", 10, 0, max_restarts=0))
     wait_step(d, a, 2, 90)
     for pid, exe in job_processes(a):
         if os.path.basename(exe) == "adapt-worker":

@@ -30,11 +30,8 @@ Usage: pipeline_daemon.py CASE ADAPTD ADAPTCTL ADAPT_WORKER TOKENIZER_DIR MPIRUN
 """
 import collections
 import glob
-import http.client
 import json
 import os
-import re
-import select
 import shutil
 import signal
 import sqlite3
@@ -43,92 +40,7 @@ import sys
 import tempfile
 import time
 
-CASE, ADAPTD, ADAPTCTL, WORKER, TOKDIR, MPIRUN = sys.argv[1:7]
-FAILURES = []
-
-CONFIG = {
-    "model_type": "qwen2_vl", "image_token_id": 151655, "video_token_id": 151656,
-    "vision_start_token_id": 151652, "vision_end_token_id": 151653, "tie_word_embeddings": True,
-    "bos_token_id": 151643, "eos_token_id": 151645,
-    "text_config": {"vocab_size": 151936, "hidden_size": 32, "intermediate_size": 64,
-                    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-                    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
-                                        "mrope_section": [1, 1, 2]}},
-    "vision_config": {"depth": 1, "embed_dim": 32, "num_heads": 4, "mlp_ratio": 2,
-                      "hidden_size": 32},
-}
-
-
-def check(cond, what):
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what, file=sys.stderr, flush=True)
-    return cond
-
-
-class Daemon:
-    """One adaptd process on the test's state dir; its stderr goes to a file shown on failure."""
-
-    def __init__(self, tmp):
-        self.log = os.path.join(tmp, "adaptd.log")
-        self.state = os.path.join(tmp, "state")
-        args = [ADAPTD, "--listen", "127.0.0.1:0", "--state-dir", self.state, "--data-root", tmp,
-                "--slots", "2", "--worker", WORKER, "--mpirun", MPIRUN, "--kill-grace-ms", "3000"]
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        with open(self.log, "w") as err:
-            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True,
-                                         env=env)
-        self.port, deadline = None, time.time() + 15
-        while self.port is None and time.time() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            if ready:
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
-                m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-                if m:
-                    self.port = int(m.group(1))
-        if self.port is None:
-            raise SystemExit("adaptd did not start:\n" + open(self.log).read())
-
-    def request(self, method, path, body=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        data = json.dumps(body) if isinstance(body, dict) else body
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        conn.request(method, path, body=data, headers=headers)
-        r = conn.getresponse()
-        raw = r.read()
-        conn.close()
-        ctype = r.getheader("Content-Type") or ""
-        return r.status, (json.loads(raw) if "json" in ctype and raw else raw)
-
-    def job(self, jid):
-        status, doc = self.request("GET", "/v1/jobs/" + jid)
-        check(status == 200, "GET job %s: %s" % (jid, status))
-        return doc
-
-    def submit(self, body):
-        status, doc = self.request("POST", "/v1/jobs", body)
-        if not check(status == 201, "submit: %s %s" % (status, doc)):
-            raise SystemExit(1)
-        return doc["id"]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=15)
-        check(self.proc.returncode == 0, "adaptd exits 0 on SIGTERM: %s" % self.proc.returncode)
-
-
-def wait_for(what, timeout, pred, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    check(False, "timed out after %ds waiting for %s" % (timeout, what))
-    return None
+from daemon_fixture import (CASE, FAILURES, WORKER, Daemon, check, make_fixture, wait_for)
 
 
 def wait_final(d, jid, timeout):
@@ -139,23 +51,6 @@ def wait_final(d, jid, timeout):
         print(open(d.log).read()[-3000:], file=sys.stderr)
         raise SystemExit(1)
     return doc
-
-
-def make_fixture(tmp, records, shard_size):
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-        json.dump(CONFIG, f)
-    run = lambda *a: subprocess.run([ADAPTCTL, *a], check=True, stdout=subprocess.DEVNULL)
-    run("model", "init", "--config", os.path.join(tmp, "config.json"), "--out",
-        os.path.join(tmp, "model"), "--seed", "1", "--tokenizer", TOKDIR)
-    run("data", "generate", "--out", os.path.join(tmp, "gen"), "--count", "100", "--seed", "3",
-        "--size", "64", "--jobs", "2")
-    with open(os.path.join(tmp, "gen", "captions.jsonl")) as src, \
-            open(os.path.join(tmp, "gen", "small.jsonl"), "w") as dst:
-        for i, line in enumerate(src):
-            if i < records:
-                dst.write(line)
-    run("data", "import", "--out", os.path.join(tmp, "corpus"), "--jobs", "2", "--shard-size",
-        str(shard_size), os.path.join(tmp, "gen", "small.jsonl"))
 
 
 def rank_pids(jid):
@@ -359,7 +254,7 @@ def case_pipeline(tmp):
           "each stage started after the one before finished")
     check(seen and seen == [n for n in names if n in seen] and len(seen) >= 2,
           "the running stage was visible as it moved on: %s" % seen)
-    status, m = d.request("GET", "/v1/jobs/%s/metrics" % jid)
+    status, _, m = d.request("GET", "/v1/jobs/%s/metrics" % jid)
     pts = m.get("points", []) if status == 200 else []
     check([p["step"] for p in pts] == [1, 2] and all(p["loss"] > 0 for p in pts),
           "the metrics series is the train stage's loss curve: %s" % pts)
@@ -409,7 +304,7 @@ def case_resume(tmp):
         return pred
     wait_for("the train stage", 60, at_stage("train"), step=0.05)
     wait_for("a train checkpoint", 30, lambda: d.job(jid)["last_checkpoint"], step=0.05)
-    pids = wait_for("the train ranks", 10, lambda: (lambda p: p if len(p) == 2 else None)(rank_pids(jid)))
+    pids = wait_for("the train ranks", 10, lambda: (lambda p: p if len(p) == 2 else None)(rank_pids(jid)), step=0.1)
     if pids:
         os.kill(pids[1], signal.SIGKILL)
     wait_for("the evaluate stage", 90, at_stage("evaluate-0"), step=0.05)
