@@ -382,15 +382,20 @@ static int mkdir_one(const char *path, adapt_error *err)
 
 /* From the normalized spec JSON: the train spec's output_dir ("" for other kinds) and whether
  * the job runs under Slurm. */
-static void spec_fields(const char *spec_json, char *output_dir, size_t size, int *slurm)
+static void spec_fields(const char *spec_json, char *output_dir, size_t size, int *slurm,
+                        char *backend, size_t backend_size)
 {
     output_dir[0] = '\0';
     cJSON *doc = cJSON_Parse(spec_json);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(doc, "train");
     const cJSON *o = cJSON_GetObjectItemCaseSensitive(t, "output_dir");
     const cJSON *l = cJSON_GetObjectItemCaseSensitive(doc, "launcher");
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(doc, "backend");
     if (cJSON_IsString(o)) snprintf(output_dir, size, "%s", o->valuestring);
     *slurm = cJSON_IsString(l) && strcmp(l->valuestring, "slurm") == 0;
+    /* the spec's rules admit cpu | cuda; unset means cpu */
+    snprintf(backend, backend_size, "%s",
+             cJSON_IsString(b) && b->valuestring[0] ? b->valuestring : "cpu");
     cJSON_Delete(doc);
 }
 
@@ -428,21 +433,23 @@ static int attempt_prepare(scheduler_t *s, const job_store_record *r, uint32_t a
 typedef struct attempt_cmd {
     attempt_files f;
     char          np[16], e_link[PATH_MAX + 16], e_job[64], e_attempt[32], e_log[PATH_MAX + 80],
-                  e_hb[48];
-    const char   *argv[16], *env[7];
+                  e_hb[48], backend[16];
+    const char   *argv[18], *env[7];
     int           worker_at;   /* argv[worker_at..]: the worker's own command (srun's, under Slurm) */
     int           resume, slurm;
     /* a pipeline's stage: its kind, its spec file JOBDIR/stage-K.json, its output folder */
     char          stage_kind[16], stage_spec[PATH_MAX + 32], stage_out[PATH_MAX];
 } attempt_cmd;
 
-/* mpirun -np N [--allow-run-as-root] --oversubscribe --bind-to none adapt-worker KIND --spec
- * SPEC [--resume], and the ADAPTD_ environment every rank reads. */
+/* mpirun -np N [--allow-run-as-root] --oversubscribe --bind-to none adapt-worker KIND
+ * [--backend B] --spec SPEC [--resume], and the ADAPTD_ environment every rank reads. --backend
+ * (the JobSpec's, cpu when unset) goes to train only: the generation kinds run on cpu. */
 static void attempt_command(const scheduler_t *s, const sjob *j, const job_store_record *r,
                             uint32_t attempt, attempt_cmd *c)
 {
     char output_dir[PATH_MAX];
-    spec_fields(r->spec_json, output_dir, sizeof output_dir, &c->slurm);
+    spec_fields(r->spec_json, output_dir, sizeof output_dir, &c->slurm, c->backend,
+                sizeof c->backend);
     const char *kind = c->stage_kind[0] ? c->stage_kind : r->kind;
     const char *spec = c->stage_spec[0] ? c->stage_spec : c->f.spec;
     if (c->stage_kind[0]) snprintf(output_dir, sizeof output_dir, "%s",
@@ -460,6 +467,10 @@ static void attempt_command(const scheduler_t *s, const sjob *j, const job_store
     c->worker_at = a;
     c->argv[a++] = s->worker;
     c->argv[a++] = kind;
+    if (strcmp(kind, "train") == 0) {
+        c->argv[a++] = "--backend";
+        c->argv[a++] = c->backend;
+    }
     c->argv[a++] = "--spec";
     c->argv[a++] = spec;
     if (c->resume) c->argv[a++] = "--resume";
@@ -777,6 +788,9 @@ static int work_frame(scheduler_t *s, sjob *j, link_peer_t *peer, const Adaptd__
     g.none_left = none;
     if (rc != ADAPT_OK) {
         g.error = err.message;
+        /* workqueue_request's EINVAL is a unit count its table disagrees with: the input's
+         * fault, the same on every attempt; anything else (the store) may pass next time */
+        g.fatal = rc == ADAPT_EINVAL;
         fprintf(stderr, "adaptd: job %s: %s\n", j->id, err.message);
     }
     Adaptd__LinkFrame out = ADAPTD__LINK_FRAME__INIT;

@@ -15,9 +15,15 @@
  *     gradients included: parameter gradients then sum over micro-batches and tied uses, and a
  *     residual stream's gradient collects its branches with no extra add. Callers zero gradient
  *     buffers once per step;
+ *   - every pointer an op takes is backend memory from the table's mem_alloc (host memory only
+ *     where an entry says so: descriptor structs, grad_norm's pointer and length arrays);
  *   - ops allocate nothing, except the blocked CPU matmul fallback's packing tiles (on the stack)
  *     and the attention tiles (on the stack); the fused loss takes its scratch from the caller;
- *   - fp32 everywhere here; the CUDA backend's bf16 variants come with its issue;
+ *     the one exception that mallocs is the CPU backend's bf16 entries, reference twins that
+ *     widen to fp32 scratch and call the fp32 ops (kernels/cpu/bf16_cpu.c: not a fast path);
+ *   - fp32 arithmetic everywhere; storage is fp32 except in the bf16 section at the end of the
+ *     table (mixed precision: bf16 weights and activations, fp32 master weights, gradients of
+ *     parameters, moments and row statistics);
  *   - the CPU backend threads with OpenMP only (OMP_NUM_THREADS); it runs OpenBLAS single-
  *     threaded on each thread's part of a product, and sets openblas_set_num_threads(1) on its
  *     first large matmul, so two thread pools never compete for the cores. */
@@ -28,6 +34,14 @@
 
 #define OPS_ATTN_MAX_HEAD_DIM 256     /* attention and rotary head_dim limit (stack tiles) */
 #define OPS_LABEL_IGNORE      (-100)  /* a label the loss skips, as transformers' ignore_index */
+
+/* bf16 storage: the upper 16 bits of an IEEE fp32 (1 sign, 8 exponent, 7 mantissa bits), held as
+ * 16-bit words so C callers need no CUDA header (the CUDA kernels read them as __nv_bfloat16).
+ * Widening is exact (shift left by 16). Narrowing rounds to nearest, ties to even, on every
+ * backend: subnormals are kept (no flush), a finite value past the largest bf16 (3.39e38) by
+ * half an ulp or more becomes inf, and NaN stays NaN (quiet; this file's helpers keep the sign
+ * and the top payload bits, CUDA gives its canonical 0x7fff: the bits differ, NaN-ness does not). */
+typedef unsigned short ops_bf16;
 
 /* Which rotary embedding, all with the rotate_half convention of transformers:
  * for band j in [0, head_dim/2): (x[j], x[j + head_dim/2]) is rotated by angle pos_j * inv_freq_j. */
@@ -62,7 +76,27 @@ typedef struct ops_attn {
 } ops_attn;
 
 typedef struct ops_table {
-    const char *backend;  /* "cpu" or "cuda" */
+    const char *backend;  /* "cpu", "cpu-guarded" (tests) or "cuda" */
+    /* 1 when host code may read and write this backend's memory directly (cpu); 0 when every
+     * access must go through mem_upload / mem_download (cuda, and cpu-guarded, which exists to
+     * prove that the model and the training loop never touch backend memory behind its back) */
+    int host_accessible;
+
+    /* ---- memory: every buffer an op reads or writes comes from mem_alloc -------------------
+     * Copies are ordered with the ops issued before and after them (one stream on CUDA). */
+    /* bytes of zeroed backend memory, 64-byte aligned; NULL when out of memory */
+    void *(*mem_alloc)(size_t bytes);
+    void  (*mem_free)(void *p);   /* NULL: nothing */
+    /* host → backend; returns once src may be reused (the copy itself may still be queued) */
+    void  (*mem_upload)(void *dst, const void *src_host, size_t bytes);
+    /* backend → host; returns when the bytes are in dst_host (it waits for the ops before it) */
+    void  (*mem_download)(void *dst_host, const void *src, size_t bytes);
+    /* backend → backend (regions do not overlap) */
+    void  (*mem_copy)(void *dst, const void *src, size_t bytes);
+    /* Waits for every op issued; 0, or -1 with the first failure the backend recorded (launch or
+     * device errors surface late on CUDA) written to msg [len] (msg may be NULL). */
+    int   (*sync)(char *msg, size_t len);
+
     /* y[i] = a[i] + b[i] */
     void (*add_f32)(float *y, const float *a, const float *b, size_t n);
     /* y[i] += alpha * x[i] */
@@ -175,9 +209,106 @@ typedef struct ops_table {
     void (*adamw_step_f32)(float *p, float *m, float *v, const float *g, const float *grad_scale,
                            size_t n, double lr, double beta1, double beta2, double eps,
                            double weight_decay, int step);
+
+    /* ---- bf16 storage (mixed precision) ------------------------------------------------------
+     * Each entry keeps the contract of the fp32 entry of the same stem (shapes, strides, += in
+     * backward, NULL gradients) with activations and weights stored as bf16 and all arithmetic
+     * in fp32: inputs are widened exactly, a result is rounded to bf16 once, where it is stored
+     * (a += gradient: old + delta in fp32, then one rounding). What stays fp32: row statistics
+     * (mean, rstd), attention's lse, the loss, and every PARAMETER gradient (dw, db of the
+     * norms, the embedding's dw, a Linear's dW and db), which accumulate into the fp32 master
+     * gradients. Every entry is set on every backend (cpu, cpu-guarded, cuda). */
+    /* y[i] = bf16(x[i]) / y[i] = float(x[i]); y, x [n] */
+    void (*f32_to_bf16)(ops_bf16 *y, const float *x, size_t n);
+    void (*bf16_to_f32)(float *y, const ops_bf16 *x, size_t n);
+    /* add_f32 / axpy_f32 / fill_f32 over bf16 (fill: value rounded once) */
+    void (*add_bf16)(ops_bf16 *y, const ops_bf16 *a, const ops_bf16 *b, size_t n);
+    void (*axpy_bf16)(ops_bf16 *y, float alpha, const ops_bf16 *x, size_t n);
+    void (*fill_bf16)(ops_bf16 *y, float value, size_t n);
+    /* matmul_f32 over bf16 A, B, C with fp32 accumulation; bias [n] (bf16) or NULL: when set it
+     * is added to every row before the one rounding of C (a Linear's forward in one pass: the
+     * cuBLASLt bias epilogue on CUDA), also for k = 0 (C = beta C + bias). */
+    void (*matmul_bf16)(ops_bf16 *c, const ops_bf16 *a, const ops_bf16 *b, int m, int n, int k,
+                        int trans_a, int trans_b, int lda, int ldb, int ldc, float alpha,
+                        float beta, const ops_bf16 *bias);
+    /* the same with fp32 C and no bias: a Linear's dW += dY^T X into the fp32 master gradient */
+    void (*matmul_bf16_f32out)(float *c, const ops_bf16 *a, const ops_bf16 *b, int m, int n,
+                               int k, int trans_a, int trans_b, int lda, int ldb, int ldc,
+                               float alpha, float beta);
+    /* bias_add_f32 with bf16 y and bias; bias_backward_f32 from bf16 dy into fp32 dbias */
+    void (*bias_add_bf16)(ops_bf16 *y, const ops_bf16 *bias, int rows, int n, int ldy);
+    void (*bias_backward_bf16)(float *dbias, const ops_bf16 *dy, int rows, int n, int ldy);
+    /* embedding (a row gather: also the model's gather of kept rows) and image-feature scatter;
+     * the embedding's dw is fp32 */
+    void (*embedding_forward_bf16)(ops_bf16 *y, const ops_bf16 *w, const int *ids, int T, int d);
+    void (*embedding_backward_bf16)(float *dw, const ops_bf16 *dy, const int *ids, int T, int d);
+    void (*scatter_rows_forward_bf16)(ops_bf16 *y, const ops_bf16 *src, const int *pos, int n,
+                                      int d);
+    void (*scatter_rows_backward_bf16)(ops_bf16 *dsrc, ops_bf16 *dy, const int *pos, int n,
+                                       int d);
+    /* norms: mean, rstd fp32; dw, db fp32 (either may be NULL, as in fp32) */
+    void (*layernorm_forward_bf16)(ops_bf16 *y, float *mean, float *rstd, const ops_bf16 *x,
+                                   const ops_bf16 *w, const ops_bf16 *b, int T, int d, float eps);
+    void (*layernorm_backward_bf16)(ops_bf16 *dx, float *dw, float *db, const ops_bf16 *dy,
+                                    const ops_bf16 *x, const ops_bf16 *w, const float *mean,
+                                    const float *rstd, int T, int d);
+    /* with res: res += x is rounded to bf16 and that rounded sum is normalised (backward reads
+     * it as u) */
+    void (*rmsnorm_forward_bf16)(ops_bf16 *y, float *rstd, ops_bf16 *res, const ops_bf16 *x,
+                                 const ops_bf16 *w, int T, int d, float eps);
+    void (*rmsnorm_backward_bf16)(ops_bf16 *du, float *dw, const ops_bf16 *dy, const ops_bf16 *u,
+                                  const ops_bf16 *w, const float *rstd, int T, int d);
+    /* rotary in place, rounded once per element */
+    void (*rope_forward_bf16)(ops_bf16 *x, const int *pos, int T, int n_heads, int ldx,
+                              const ops_rope *rope);
+    void (*rope_backward_bf16)(ops_bf16 *dx, const int *pos, int T, int n_heads, int ldx,
+                               const ops_rope *rope);
+    /* attention: lse fp32. CUDA rounds P and dS to bf16 as tensor-core operands (FlashAttention
+     * does the same) where head_dim is a multiple of 16 up to 128; the CPU twin keeps them fp32,
+     * so the two agree to bf16 precision, not bit for bit. */
+    void (*attention_forward_bf16)(ops_bf16 *o, float *lse, const ops_bf16 *q, const ops_bf16 *k,
+                                   const ops_bf16 *v, const ops_attn *attn);
+    void (*attention_backward_bf16)(ops_bf16 *dq, ops_bf16 *dk, ops_bf16 *dv,
+                                    const ops_bf16 *dout, const ops_bf16 *q, const ops_bf16 *k,
+                                    const ops_bf16 *v, const ops_bf16 *o, const float *lse,
+                                    const ops_attn *attn);
+    /* activations */
+    void (*swiglu_forward_bf16)(ops_bf16 *y, const ops_bf16 *gate, const ops_bf16 *up, int T,
+                                int n, int ld_in);
+    void (*swiglu_backward_bf16)(ops_bf16 *dgate, ops_bf16 *dup, const ops_bf16 *dy,
+                                 const ops_bf16 *gate, const ops_bf16 *up, int T, int n, int ld_in);
+    void (*quickgelu_forward_bf16)(ops_bf16 *y, const ops_bf16 *x, size_t n);
+    void (*quickgelu_backward_bf16)(ops_bf16 *dx, const ops_bf16 *dy, const ops_bf16 *x, size_t n);
+    void (*gelu_forward_bf16)(ops_bf16 *y, const ops_bf16 *x, size_t n);
+    void (*gelu_backward_bf16)(ops_bf16 *dx, const ops_bf16 *dy, const ops_bf16 *x, size_t n);
+    /* lmhead_xent_f32 with bf16 h, w, dh and fp32 dw; logits, softmax and loss fp32; the
+     * gradient tile (softmax - onehot) / normaliser is rounded to bf16 as the operand of the two
+     * products, dh summed over the vocabulary in fp32 and rounded once. A label outside [0, V)
+     * that is not OPS_LABEL_IGNORE makes the loss NaN. work [work_len] fp32 scratch, work_len >=
+     * 2d + 68 (the CPU twin ignores it and uses its own). */
+    void (*lmhead_xent_bf16)(float *loss, ops_bf16 *dh, float *dw, const ops_bf16 *h,
+                             const ops_bf16 *w, const int *labels, int T, int d, int V,
+                             float normaliser, float *work, size_t work_len);
+    /* adamw_step_f32 on the fp32 master p, m, v with an fp32 gradient, also writing the updated
+     * parameter rounded to bf16 into p16 [n] (the model's working copy) */
+    void (*adamw_step_mixed)(float *p, ops_bf16 *p16, float *m, float *v, const float *g,
+                             const float *grad_scale, size_t n, double lr, double beta1,
+                             double beta2, double eps, double weight_decay, int step);
 } ops_table;
 
+/* One value (host code: weight loading, tests): round to nearest even / widen exactly, as the
+ * table's f32_to_bf16 and bf16_to_f32 do (kernels/cpu/bf16_cpu.c). */
+ops_bf16 ops_bf16_from_f32(float x);
+float    ops_bf16_to_f32(ops_bf16 x);
+
 const ops_table *ops_cpu(void);
+/* The CPU ops over memory that is mprotect()ed PROT_NONE except while one of its own entries
+ * runs: any host access to backend memory outside the op table faults at once. A test backend
+ * (kernels/cpu/ops_cpu_guarded.c): it stands in for a device backend where there is no GPU. */
+const ops_table *ops_cpu_guarded(void);
+/* "cpu" | "cpu-guarded" | "cuda" → the table; NULL for an unknown name or a backend this build
+ * lacks (cuda without -Dcuda) */
+const ops_table *ops_by_name(const char *name);
 #if defined(ADAPT_HAVE_CUDA) && ADAPT_HAVE_CUDA
 const ops_table *ops_cuda(void);
 #endif

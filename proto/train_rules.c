@@ -69,6 +69,8 @@ static const train_rule top_rules[] = {
     { "adam_beta1",           RULE_HI_OPEN,  0.9,    0,  1,         NULL },
     { "adam_beta2",           RULE_HI_OPEN,  0.999,  0,  1,         NULL },
     { "adam_epsilon",         RULE_LO_OPEN,  1e-8,   0,  1,         NULL },
+    { "zero_stage",           0,             0,      0,  1,         NULL },   /* 1: ZeRO-1 */
+    { "precision",            0,             0,      0,  0,         "fp32|bf16" },
 };
 
 /* The JobSpec envelope of a train job. name's hi is its length in bytes; the sub-specs of the

@@ -41,6 +41,9 @@
  *   adam_beta1           0.9            [0, 1)
  *   adam_beta2           0.999          [0, 1)
  *   adam_epsilon         1e-8           (0, 1]
+ *   zero_stage           0              [0, 1]          1: ZeRO-1 (optimizer state sharded)
+ *   precision            fp32           fp32 | bf16     bf16: bf16 weights as read and activations,
+ *                                                       fp32 master weights, gradients, moments
  *
  * A stage takes epochs, max_steps, lr_vision, lr_llm, warmup_ratio, schedule with the ranges
  * above; the rates, warmup and schedule it leaves out come from the top level, and its length

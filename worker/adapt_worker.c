@@ -110,7 +110,8 @@ static void usage(FILE *out)
 {
     fprintf(out,
         "usage: adapt-worker train --spec JOB.json [--resume | --resume-from CHECKPOINT]\n"
-        "       adapt-worker loss --spec JOB.json --model DIR [--corpus DIR]\n"
+        "                          [--backend NAME]\n"
+        "       adapt-worker loss --spec JOB.json --model DIR [--corpus DIR] [--backend NAME]\n"
         "       adapt-worker synthesize|filter|evaluate --spec JOB.json\n"
         "  train   trains as the spec says (a JobSpec or a bare TrainSpec), one JSON progress\n"
         "          line per step on stdout; under mpirun each rank takes its part of every step.\n"
@@ -119,6 +120,10 @@ static void usage(FILE *out)
         "          --resume-from from the one named, refused unless complete\n"
         "  loss    prints {\"loss\": L, \"tokens\": N}: the mean masked cross-entropy of the model\n"
         "          in DIR over every record of the corpus (default: the spec's)\n"
+        "  --backend NAME   where train and loss compute (default cpu; adaptd passes the job's\n"
+        "          backend): cpu, cpu-guarded (the CPU ops over memory only they may touch, a\n"
+        "          test of device-style memory handling), cuda (one GPU per rank, by local\n"
+        "          rank); this build has: %s\n"
         "  synthesize, filter, evaluate   the paper's pipeline steps (worker/job_kinds.h):\n"
         "          synthesize writes instruction tasks from image-caption pairs, filter keeps\n"
         "          the consistent ones, evaluate scores a model on a benchmark. Each rank takes\n"
@@ -138,11 +143,13 @@ static void usage(FILE *out)
         "  ADAPTD_LOG_DIR       each rank's stdout and stderr go to DIR/rank-R.log\n"
         "  ADAPTD_WORK_QUEUE    1: synthesize, filter and evaluate ranks ask the daemon (over\n"
         "                       ADAPTD_LINK) for each unit of work instead of r, r+N, ...\n"
-        "  ADAPTD_WORK_WAIT_MS  how long a rank waits for the work queue to answer (60000)\n");
+        "  ADAPTD_WORK_WAIT_MS  how long a rank waits for the work queue to answer (60000)\n",
+        train_backend_list());
 }
 
 typedef struct worker_args {
     const char *command, *spec, *model, *corpus, *resume_from;
+    const char *backend;   /* --backend, NULL when not given (cpu) */
     int         resume;
 } worker_args;
 
@@ -159,6 +166,7 @@ static int args_parse(int argc, char **argv, worker_args *a)
         else if (!strcmp(s, "--corpus") && has) a->corpus = argv[++i];
         else if (!strcmp(s, "--resume")) a->resume = 1;
         else if (!strcmp(s, "--resume-from") && has) a->resume_from = argv[++i];
+        else if (!strcmp(s, "--backend") && has) a->backend = argv[++i];
         else {
             fprintf(stderr, "adapt-worker: unknown or incomplete argument '%s'\n", s);
             return -1;
@@ -166,6 +174,11 @@ static int args_parse(int argc, char **argv, worker_args *a)
     }
     if (!a->spec) {
         fprintf(stderr, "adapt-worker: --spec is required\n");
+        return -1;
+    }
+    if (a->backend && !ops_by_name(a->backend)) {
+        fprintf(stderr, "adapt-worker: --backend %s: not built in / unknown (this build has: "
+                "%s)\n", a->backend, train_backend_list());
         return -1;
     }
     return 0;
@@ -187,7 +200,7 @@ static int command_loss(const worker_args *a, int *argc, char ***argv)
     double loss;
     uint64_t tokens;
     int rc = LINK_CLIENT_EXIT_OK;
-    if (train_eval_loss(spec, a->model, a->corpus, &loss, &tokens, &err)) {
+    if (train_eval_loss(spec, a->backend, a->model, a->corpus, &loss, &tokens, &err)) {
         fprintf(stderr, "adapt-worker loss: %s\n", err.message);
         rc = exit_code_of(err.code);
     } else {
@@ -227,7 +240,8 @@ static int command_train(const worker_args *a, int *argc, char ***argv)
     int rc = train_spec_load(a->spec, &job, &spec, &err);
     const char *where = rc == ADAPT_OK ? a->spec : NULL;   /* a spec error names its file */
     if (rc == ADAPT_OK) {
-        train_options opt = { .spec = spec, .resume = a->resume, .resume_from = a->resume_from,
+        train_options opt = { .spec = spec, .backend = a->backend, .resume = a->resume,
+                              .resume_from = a->resume_from,
                               .signal = &signal_flag, .progress = stdout,
                               .events = { worker_link_progress, worker_link_checkpoint, &link } };
         rc = train_run(c, &opt, &err);
@@ -261,6 +275,12 @@ static int command_job(const worker_args *a, int *argc, char ***argv)
 {
     adapt_error err = {0};
     comm *c = NULL;
+    /* generation runs on the host's memory (worker/generate.c) */
+    if (a->backend && strcmp(a->backend, "cpu") != 0) {
+        fprintf(stderr, "adapt-worker %s: --backend %s: this job kind runs on cpu only\n",
+                a->command, a->backend);
+        return LINK_CLIENT_EXIT_FATAL;
+    }
     if (comm_init(&c, argc, argv, &err)) {
         fprintf(stderr, "adapt-worker %s: %s\n", a->command, err.message);
         return exit_code_of(err.code);

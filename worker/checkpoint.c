@@ -150,6 +150,7 @@ static void ckpt_header_encode(uint8_t h[CKPT_HEADER_SIZE], const ckpt_state *st
     ckpt_put32(h + 104, CKPT_CHUNK_BYTES);
     ckpt_put32(h + 108, table_crc);
     ckpt_put32(h + 112, st->stage);
+    ckpt_put32(h + 116, st->zero_stage);
     ckpt_put32(h + 124, crc32c(h, 124));
 }
 
@@ -351,6 +352,7 @@ static int ckpt_read_header(int fd, const char *path, ckpt_state *st, uint32_t *
     st->n_params = ckpt_get64(h + 96);
     *table_crc = ckpt_get32(h + 108);
     st->stage = ckpt_get32(h + 112);
+    st->zero_stage = ckpt_get32(h + 116);
     if (st->n_params > (UINT64_MAX - CKPT_HEADER_SIZE) / 16)
         return adapt_fail(err, ADAPT_ECORRUPT, "checkpoint: %s: absurd parameter count %" PRIu64
                           " at offset 96", path, st->n_params);
@@ -606,6 +608,12 @@ int ckpt_read_rank(const char *dir, ckpt_state *st, adapt_error *err)
     if (!rc && (got.rank != st->rank || got.world != st->world))
         rc = adapt_fail(err, ADAPT_ECORRUPT, "checkpoint: %s holds rank %u of %u, expected "
                         "rank %u of %u", path, got.rank, got.world, st->rank, st->world);
+    /* before the length: a changed zero_stage changes the length too, and this says why */
+    if (!rc && got.zero_stage != st->zero_stage)
+        rc = adapt_fail(err, ADAPT_EINVAL, "checkpoint: %s holds %s optimizer moments "
+                        "(zero_stage %u), this run has zero_stage %u: resume with the "
+                        "zero_stage that wrote the checkpoint", path,
+                        got.zero_stage ? "sharded" : "whole", got.zero_stage, st->zero_stage);
     if (!rc && got.n_params != st->n_params)
         rc = adapt_fail(err, ADAPT_EINVAL, "checkpoint: %s holds moments for %" PRIu64
                         " parameters, the model being trained has %" PRIu64 "", path,

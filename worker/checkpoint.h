@@ -25,12 +25,14 @@
  *   12   4   header size (128)         104  4   chunk bytes (1 MiB)
  *   16   4   rank                      108  4   crc32c of the chunk table
  *   20   4   world                     112  4   stage (two_stage: 1 or 2, else 0)
- *   24   8   step                      116  8   reserved (0)
+ *   24   8   step                      116  4   zero_stage (0, or 1: ZeRO-1 moments)
+ *                                      120  4   reserved (0)
  *   32   8   epoch                     124  4   crc32c of bytes 0..123
  *   40   8   epoch_step
  *   48   8   samples
  *   56   8   tokens
- *   128       m [n_params] f32, then v [n_params] f32
+ *   128       m [n_params] f32, then v [n_params] f32 (with ZeRO-1: this rank's shard of the
+ *             moments; n_params is then the shard's length)
  *   then      chunk table: u32 crc32c of each chunk_bytes slice of the moments (the last shorter)
  *
  * DONE is text: "adaptd checkpoint 1\nstep N\nworld W\n", one "rank R bytes B\n" line per rank,
@@ -66,6 +68,8 @@ typedef struct ckpt_state {
     uint64_t tokens;
     uint64_t rng[4];       /* the loop's RNG state, opaque here */
     uint32_t stage;
+    uint32_t zero_stage;   /* 0: whole moments; 1: ZeRO-1, this rank's shard of them (files of
+                            * older builds hold 0 there: they read as stage 0) */
     uint64_t n_params;     /* floats in m and in v */
     float   *m, *v;        /* [n_params] each, caller-owned */
 } ckpt_state;
@@ -112,8 +116,9 @@ int ckpt_find_latest(const char *root, ckpt_info *info, adapt_error *err);
  * slices and RNG streams are per rank). */
 int ckpt_resolve_resume(const char *root, const char *requested, uint32_t world,
                         ckpt_info *info, adapt_error *err);
-/* Reads rank `st->rank` of a checkpoint into st: the caller sets rank, world, n_params, m, v;
- * everything else is filled. Every byte is checked before it is used. */
+/* Reads rank `st->rank` of a checkpoint into st: the caller sets rank, world, zero_stage,
+ * n_params, m, v; everything else is filled. A file of another zero_stage or moment length is
+ * refused (EINVAL, saying which). Every byte is checked before it is used. */
 int ckpt_read_rank(const char *dir, ckpt_state *st, adapt_error *err);
 /* Deletes complete checkpoints older than the newest keep_last (0: none); incomplete ones and
  * the ones being written are left alone. Each is first renamed to a hidden name, so a deletion

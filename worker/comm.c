@@ -46,6 +46,10 @@ struct comm {
 #endif
 };
 
+#if COMM_NCCL
+static void comm_nccl_close(comm *c);
+#endif
+
 /* A positive integer from the environment, or -1. */
 static long comm_env_long(const char *name)
 {
@@ -225,6 +229,40 @@ int comm_allreduce_wait_all(comm *c, adapt_error *err)
     return rc;
 }
 
+/* The block of a ZeRO-1 collective travels as one int count. */
+static int comm_shard_count(size_t shard, const char *what, adapt_error *err)
+{
+    if (shard <= INT_MAX) return ADAPT_OK;
+    return adapt_fail(err, ADAPT_EUNSUPPORTED, "comm: %s of blocks of %zu floats: MPI counts stop "
+                      "at %d; run with more ranks so each one's shard is smaller", what, shard,
+                      INT_MAX);
+}
+
+int comm_reduce_scatter_f32(comm *c, const float *send, float *recv, size_t shard,
+                            adapt_error *err)
+{
+    if (c->world == 1) {
+        memmove(recv, send, shard * sizeof *recv);
+        return ADAPT_OK;
+    }
+    if (shard == 0) return ADAPT_OK;
+    int rc = comm_shard_count(shard, "reduce-scatter", err);
+    if (rc) return rc;
+    return comm_mpi_check(MPI_Reduce_scatter_block(send, recv, (int)shard, MPI_FLOAT, MPI_SUM,
+                                                   MPI_COMM_WORLD),
+                          "MPI_Reduce_scatter_block", err);
+}
+
+int comm_allgather_f32(comm *c, float *buf, size_t shard, adapt_error *err)
+{
+    if (c->world == 1 || shard == 0) return ADAPT_OK;
+    int rc = comm_shard_count(shard, "all-gather", err);
+    if (rc) return rc;
+    return comm_mpi_check(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, (int)shard,
+                                        MPI_FLOAT, MPI_COMM_WORLD),
+                          "MPI_Allgather", err);
+}
+
 #else  /* !ADAPT_HAVE_MPI: a world of one */
 
 int comm_barrier(comm *c, adapt_error *err) { return ADAPT_OK; }
@@ -240,6 +278,15 @@ int comm_allreduce_sum_f64(comm *c, double *buf, size_t n, adapt_error *err) { r
 int comm_allreduce_sum_u64(comm *c, uint64_t *buf, size_t n, adapt_error *err) { return ADAPT_OK; }
 int comm_allreduce_start(comm *c, float *buf, size_t n, adapt_error *err) { return ADAPT_OK; }
 int comm_allreduce_wait_all(comm *c, adapt_error *err) { return ADAPT_OK; }
+
+int comm_reduce_scatter_f32(comm *c, const float *send, float *recv, size_t shard,
+                            adapt_error *err)
+{
+    memmove(recv, send, shard * sizeof *recv);
+    return ADAPT_OK;
+}
+
+int comm_allgather_f32(comm *c, float *buf, size_t shard, adapt_error *err) { return ADAPT_OK; }
 
 #endif
 
@@ -270,7 +317,7 @@ void comm_close(comm *c)
 {
     if (!c) return;
 #if COMM_NCCL
-    if (c->nccl) ncclCommDestroy(c->nccl);  /* before MPI_Finalize: its peers may still talk */
+    comm_nccl_close(c);  /* before MPI_Finalize: its peers may still talk */
 #endif
 #if ADAPT_HAVE_MPI
     free(c->pending);
@@ -290,6 +337,8 @@ int comm_uses_mpi(const comm *c) { return c->mpi; }
 
 /* ---- NCCL (issue 7) ----------------------------------------------------------------------- */
 #if COMM_NCCL
+int comm_has_nccl(void) { return 1; }
+
 static double comm_now(void)
 {
     struct timespec ts;
@@ -297,6 +346,7 @@ static double comm_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* 50 us between polls: far below a bucket's transfer time, and the host has nothing else to do */
 static void comm_nap(void)
 {
     struct timespec ts = {0, 50 * 1000};
@@ -308,9 +358,9 @@ static void comm_nap(void)
 static int comm_nccl_fail(comm *c, const char *what, const char *detail, adapt_error *err)
 {
     char last[256] = "";
-    const char *le = c->nccl ? ncclGetLastError(c->nccl) : NULL;
-    if (le) snprintf(last, sizeof last, "%s", le);
-    int rc = adapt_fail(err, ADAPT_EIO, "comm: %s failed on rank %d of %d: %s%s%s (the NCCL "
+    const char *le = ncclGetLastError(c->nccl);
+    if (le && *le && strcmp(le, detail)) snprintf(last, sizeof last, "%s", le);
+    int rc = adapt_fail(err, ADAPT_EIO, "comm: NCCL %s failed on rank %d of %d: %s%s%s (the NCCL "
                         "communicator is aborted; the job fails and can be retried)", what, c->rank,
                         c->world, detail, last[0] ? ": " : "", last);
     if (c->nccl) {
@@ -322,9 +372,9 @@ static int comm_nccl_fail(comm *c, const char *what, const char *detail, adapt_e
 
 static int comm_nccl_timed_out(comm *c, const char *what, adapt_error *err)
 {
-    char detail[160];
-    snprintf(detail, sizeof detail, "no progress in %.0f s (a rank died, hangs, or lost its "
-             "network)", c->nccl_timeout);
+    char detail[192];
+    snprintf(detail, sizeof detail, "not finished within the %.0f s time-out (a rank died, hangs, "
+             "or lost its network)", c->nccl_timeout);
     return comm_nccl_fail(c, what, detail, err);
 }
 
@@ -344,25 +394,52 @@ static int comm_nccl_settle(comm *c, const char *what, adapt_error *err)
     }
 }
 
+/* What an enqueue returned: queued, queued later (settle), or failed (abort). */
+static int comm_nccl_enqueued(comm *c, ncclResult_t r, const char *what, adapt_error *err)
+{
+    if (r == ncclInProgress) return comm_nccl_settle(c, what, err);
+    if (r != ncclSuccess) return comm_nccl_fail(c, what, ncclGetErrorString(r), err);
+    return ADAPT_OK;
+}
+
+static int comm_nccl_ready(const comm *c, const char *what, adapt_error *err)
+{
+    if (c->nccl) return ADAPT_OK;
+    return adapt_fail(err, ADAPT_EINVAL, "comm: NCCL %s without a communicator (comm_nccl_init "
+                      "first; after an NCCL failure the job must restart)", what);
+}
+
 int comm_nccl_init(comm *c, int device, double timeout_s, adapt_error *err)
 {
     if (c->nccl) return adapt_fail(err, ADAPT_EINVAL, "comm: NCCL is already initialised");
     if (!(timeout_s > 0)) return adapt_fail(err, ADAPT_EINVAL, "comm: NCCL time-out must be > 0 s");
+    /* Every rank first learns whether every rank can go on: a rank that cannot bind its GPU, or a
+     * rank 0 that cannot make the id, fails the whole job at once instead of leaving the others
+     * blocked in the broadcast or timing out in the communicator's start-up. */
+    char why[384] = "";
     cudaError_t ce = cudaSetDevice(device);
     if (ce != cudaSuccess)
-        return adapt_fail(err, ADAPT_EIO, "comm: rank %d cannot use GPU %d: %s (check "
-                          "CUDA_VISIBLE_DEVICES and that there is one GPU per rank on the node)",
-                          c->rank, device, cudaGetErrorString(ce));
-    /* rank 0 makes the id; MPI carries it to everyone (a world of one broadcasts to itself) */
+        snprintf(why, sizeof why, "comm: NCCL start-up: rank %d cannot use GPU %d: %s (check "
+                 "CUDA_VISIBLE_DEVICES and that there is one GPU per rank on the node)", c->rank,
+                 device, cudaGetErrorString(ce));
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
-    if (c->rank == 0) {
+    if (c->rank == 0 && !why[0]) {
         ncclResult_t r = ncclGetUniqueId(&id);
         if (r != ncclSuccess)
-            return adapt_fail(err, ADAPT_EIO, "comm: ncclGetUniqueId failed: %s (is a network "
-                              "interface up? NCCL_SOCKET_IFNAME selects one)", ncclGetErrorString(r));
+            snprintf(why, sizeof why, "comm: NCCL start-up: ncclGetUniqueId failed: %s (is a "
+                     "network interface up? NCCL_SOCKET_IFNAME selects one)", ncclGetErrorString(r));
     }
-    int rc = comm_broadcast(c, &id, sizeof id, 0, err);
+    uint64_t failed = why[0] != '\0';
+    int rc = comm_allreduce_sum_u64(c, &failed, 1, err);
+    if (rc) return rc;
+    if (why[0]) return adapt_fail(err, ADAPT_EIO, "%s", why);
+    if (failed)
+        return adapt_fail(err, ADAPT_EIO, "comm: NCCL start-up failed on %llu other rank(s) (their "
+                          "logs say why); rank %d stops with them", (unsigned long long)failed,
+                          c->rank);
+    /* rank 0 made the id; MPI carries it to everyone (a world of one broadcasts to itself) */
+    rc = comm_broadcast(c, &id, sizeof id, 0, err);
     if (rc) return rc;
     c->nccl_timeout = timeout_s;
     ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
@@ -375,37 +452,80 @@ int comm_nccl_init(comm *c, int device, double timeout_s, adapt_error *err)
 
 int comm_nccl_allreduce_sum_f32(comm *c, float *dev_buf, size_t n, void *stream, adapt_error *err)
 {
-    if (!c->nccl)
-        return adapt_fail(err, ADAPT_EINVAL, "comm: NCCL all-reduce without a communicator "
-                          "(comm_nccl_init first; after a failure the job must restart)");
-    if (n == 0) return ADAPT_OK;
-    ncclResult_t r = ncclAllReduce(dev_buf, dev_buf, n, ncclFloat32, ncclSum, c->nccl,
-                                   (cudaStream_t)stream);
-    if (r == ncclInProgress) return comm_nccl_settle(c, "ncclAllReduce", err);
-    if (r != ncclSuccess) return comm_nccl_fail(c, "ncclAllReduce", ncclGetErrorString(r), err);
-    return ADAPT_OK;
+    int rc = comm_nccl_ready(c, "all-reduce", err);
+    if (rc || n == 0) return rc;
+    return comm_nccl_enqueued(c, ncclAllReduce(dev_buf, dev_buf, n, ncclFloat32, ncclSum, c->nccl,
+                                               (cudaStream_t)stream), "ncclAllReduce", err);
+}
+
+int comm_nccl_reduce_scatter_f32(comm *c, float *dev_buf, size_t shard, void *stream,
+                                 adapt_error *err)
+{
+    int rc = comm_nccl_ready(c, "reduce-scatter", err);
+    if (rc || shard == 0) return rc;
+    /* recvbuff = sendbuff + rank * recvcount is NCCL's in-place form */
+    return comm_nccl_enqueued(c, ncclReduceScatter(dev_buf, dev_buf + (size_t)c->rank * shard,
+                                                   shard, ncclFloat32, ncclSum, c->nccl,
+                                                   (cudaStream_t)stream),
+                              "ncclReduceScatter", err);
+}
+
+int comm_nccl_allgather_f32(comm *c, float *dev_buf, size_t shard, void *stream, adapt_error *err)
+{
+    int rc = comm_nccl_ready(c, "all-gather", err);
+    if (rc || shard == 0) return rc;
+    /* sendbuff = recvbuff + rank * sendcount is NCCL's in-place form */
+    return comm_nccl_enqueued(c, ncclAllGather(dev_buf + (size_t)c->rank * shard, dev_buf, shard,
+                                               ncclFloat32, c->nccl, (cudaStream_t)stream),
+                              "ncclAllGather", err);
 }
 
 int comm_nccl_wait(comm *c, void *stream, adapt_error *err)
 {
-    if (!c->nccl)
-        return adapt_fail(err, ADAPT_EINVAL, "comm: NCCL wait without a communicator");
+    int rc = comm_nccl_ready(c, "wait", err);
+    if (rc) return rc;
     double t0 = comm_now();
     for (;;) {
         cudaError_t q = cudaStreamQuery((cudaStream_t)stream);
-        if (q == cudaSuccess) return ADAPT_OK;
-        if (q != cudaErrorNotReady)
-            return comm_nccl_fail(c, "the all-reduce stream", cudaGetErrorString(q), err);
+        /* the error state is read even when the stream is done: an aborted collective's kernel
+         * ends too, and its stream then reads as finished */
         ncclResult_t state = ncclSuccess;
         ncclResult_t r = ncclCommGetAsyncError(c->nccl, &state);
-        if (r != ncclSuccess) return comm_nccl_fail(c, "ncclCommGetAsyncError", ncclGetErrorString(r), err);
+        if (r != ncclSuccess)
+            return comm_nccl_fail(c, "ncclCommGetAsyncError", ncclGetErrorString(r), err);
         if (state != ncclSuccess && state != ncclInProgress)
-            return comm_nccl_fail(c, "an NCCL collective", ncclGetErrorString(state), err);
-        if (comm_now() - t0 > c->nccl_timeout) return comm_nccl_timed_out(c, "an NCCL collective", err);
+            return comm_nccl_fail(c, "collective", ncclGetErrorString(state), err);
+        if (q == cudaSuccess) return ADAPT_OK;
+        if (q != cudaErrorNotReady)
+            return comm_nccl_fail(c, "collective's CUDA stream", cudaGetErrorString(q), err);
+        if (comm_now() - t0 > c->nccl_timeout) return comm_nccl_timed_out(c, "collective", err);
         comm_nap();
     }
 }
+
+/* A clean end: ncclCommFinalize flushes what is queued and waits for the peers to get there too;
+ * a peer that never does must not hang the exit, so after the time-out the communicator is
+ * aborted instead. */
+static void comm_nccl_close(comm *c)
+{
+    if (!c->nccl) return;
+    ncclResult_t r = ncclCommFinalize(c->nccl);
+    ncclResult_t state = r;
+    if (r == ncclSuccess || r == ncclInProgress) {
+        double t0 = comm_now();
+        while (ncclCommGetAsyncError(c->nccl, &state) == ncclSuccess && state == ncclInProgress &&
+               comm_now() - t0 <= c->nccl_timeout)
+            comm_nap();
+    }
+    if (state == ncclSuccess)
+        ncclCommDestroy(c->nccl);
+    else
+        ncclCommAbort(c->nccl);
+    c->nccl = NULL;
+}
 #else
+int comm_has_nccl(void) { return 0; }
+
 static int comm_no_nccl(adapt_error *err)
 {
     return adapt_fail(err, ADAPT_EUNSUPPORTED, "comm: this build has no NCCL >= 2.14 (configure "
@@ -414,19 +534,27 @@ static int comm_no_nccl(adapt_error *err)
 
 int comm_nccl_init(comm *c, int device, double timeout_s, adapt_error *err)
 {
-    (void)c; (void)device; (void)timeout_s;
     return comm_no_nccl(err);
 }
 
 int comm_nccl_allreduce_sum_f32(comm *c, float *dev_buf, size_t n, void *stream, adapt_error *err)
 {
-    (void)c; (void)dev_buf; (void)n; (void)stream;
+    return comm_no_nccl(err);
+}
+
+int comm_nccl_reduce_scatter_f32(comm *c, float *dev_buf, size_t shard, void *stream,
+                                 adapt_error *err)
+{
+    return comm_no_nccl(err);
+}
+
+int comm_nccl_allgather_f32(comm *c, float *dev_buf, size_t shard, void *stream, adapt_error *err)
+{
     return comm_no_nccl(err);
 }
 
 int comm_nccl_wait(comm *c, void *stream, adapt_error *err)
 {
-    (void)c; (void)stream;
     return comm_no_nccl(err);
 }
 #endif

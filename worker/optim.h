@@ -6,6 +6,12 @@
  * keeps its two moment buffers in that same layout, so a checkpoint of the optimizer is two
  * memcpy-able arrays and a frozen tower is simply a group that is left out.
  *
+ * Backends: parameters, gradients, moments and the norm / clip scalars are the op table's memory
+ * (host memory on "cpu", device memory on "cuda"); the optimizer touches them only through the
+ * table's ops, so it runs unchanged on any backend. ZeRO-1: optim_set_shard narrows it to one
+ * rank's slice [lo, hi) of the buffers (moments for that slice only), and optim_set_norm_sum
+ * lets the clip norm be summed over every rank's slice.
+ *
  * Semantics follow torch / transformers as LLaMA-Factory runs them:
  *   - groups: OPTIM_GROUP_VISION (the vision tower, lr_vision) and OPTIM_GROUP_MAIN (projector
  *     and LLM, lr_main); a frozen tensor takes no step and counts in no norm;
@@ -60,9 +66,16 @@ typedef struct optim {
     optim_config     cfg;
     optim_tensor    *tensors;     /* [n_tensors], owned */
     size_t           n_tensors;
-    size_t           n_params;    /* floats in the parameter buffer and in m and v */
-    float           *m, *v;       /* [n_params] each, owned, zero at init */
-    const float    **norm_ptrs;   /* [n_tensors] scratch for grad_norm_f32 */
+    size_t           n_params;    /* floats in the parameter and gradient buffers' layout */
+    size_t           lo, hi;      /* the floats this optimizer steps: [0, n_params) or a shard */
+    int              sharded;     /* optim_set_shard was called */
+    size_t           n_moments;   /* floats in m and in v: hi - lo */
+    float           *m, *v;       /* backend memory [n_moments] each, owned, zero at init;
+                                   * m[i] belongs to parameter float lo + i */
+    float           *scalars;     /* backend memory [2]: the gradient norm, the clip coefficient */
+    int            (*norm_sum)(void *ctx, double *sumsq, adapt_error *err);
+    void            *norm_ctx;
+    const float    **norm_ptrs;   /* [n_tensors] scratch for grad_norm_f32 (host array) */
     size_t          *norm_lens;
     uint64_t         step;        /* optimizer steps done */
 } optim;
@@ -74,19 +87,33 @@ uint64_t optim_warmup_steps(double warmup_ratio, uint64_t total_steps);
 /* The multiplier of the peak learning rate for the step that follows `done` steps. */
 double optim_lr_factor(const optim_config *cfg, uint64_t done);
 
-/* Copies the tensor table; allocates zeroed moments. EINVAL for a tensor outside n_params, a
- * total of 0 steps or a negative learning rate. */
+/* Copies the tensor table; allocates zeroed moments of n_params floats each from ops->mem_alloc.
+ * EINVAL for a tensor outside n_params, a total of 0 steps or a negative learning rate; ENOMEM. */
 int  optim_init(optim *o, const ops_table *ops, const optim_config *cfg,
                 const optim_tensor *tensors, size_t n_tensors, size_t n_params, adapt_error *err);
 void optim_close(optim *o);
+/* ZeRO-1: before the first step, limits the optimizer to the parameter floats [lo, hi) (one
+ * rank's shard): tensors are clipped to the range, the moments are reallocated (zeroed) to
+ * hi - lo floats, and optim_step's params / grads stay pointers to the whole buffers. EINVAL for
+ * a range outside n_params or after a step; ENOMEM. */
+int  optim_set_shard(optim *o, size_t lo, size_t hi, adapt_error *err);
+/* With a shard, the clip norm covers every rank's shard: each step computes the local sum of
+ * squares, passes it to sum (which replaces it by the sum over ranks, e.g. an MPI all-reduce;
+ * 0, or a negative adapt_error_code with err set) and derives the clip coefficient from the
+ * total on the host, as torch.nn.utils.clip_grad_norm_ does. Without a shard it is not used. */
+void optim_set_norm_sum(optim *o, int (*sum)(void *ctx, double *sumsq, adapt_error *err),
+                        void *ctx);
 /* A new schedule on the same tensors (two_stage's second stage): moments zeroed and the step
  * count back to 0 when fresh, else both kept (a resume inside the stage restores them). */
 void optim_restart(optim *o, const optim_config *cfg, int fresh);
 
 /* One step: global grad norm over the trainable tensors, clip coefficient, AdamW on each
- * trainable tensor with its group's scheduled learning rate, step + 1. The gradients must
- * already be summed over ranks and micro-batches. *grad_norm receives the norm before clipping,
- * *lr the main group's learning rate used (either may be NULL). */
-void optim_step(optim *o, float *params, const float *grads, float *grad_norm, double *lr);
+ * trainable tensor (its part in the shard) with its group's scheduled learning rate, step + 1.
+ * params, grads: backend pointers to the whole buffers. The gradients must already be summed
+ * over ranks and micro-batches (with a shard: at least the shard's). *grad_norm (a host float)
+ * receives the norm before clipping, *lr the main group's learning rate used (either may be
+ * NULL). 0, or the norm-sum hook's error (the step is then not taken). */
+int  optim_step(optim *o, float *params, const float *grads, float *grad_norm, double *lr,
+                adapt_error *err);
 
 #endif

@@ -5,7 +5,21 @@
  * that names each tensor exactly as transformers does (vision tower first, then the merger, then
  * the language model, so freezing a tower is freezing a range); the gradients live in a second
  * buffer of the same layout, so a checkpoint is one copy and an all-reduce one buffer. Activations
- * are planned once from a token budget (text tokens, image patches) and never reallocated. */
+ * are planned once from a token budget (text tokens, image patches) and never reallocated.
+ *
+ * Memory: the model runs on any op table (kernels/ops.h). Parameters, gradients, activations and
+ * the planned index buffers are BACKEND memory (the table's mem_alloc: host memory on "cpu",
+ * device memory on "cuda", PROT_NONE memory on "cpu-guarded"); every pointer this header returns
+ * into them (qwen2vl_weights, qwen2vl_grads, qwen2vl_param_buffer, qwen2vl_grad_buffer) is a
+ * backend pointer, to hand to ops or to read through qwen2vl_copy_out. Everything a caller passes
+ * in or gets out (batches, losses, logits, weights files) is HOST memory: the model stages what
+ * it needs through mem_upload / mem_download, and skips the staging on a host_accessible backend,
+ * where the cpu path is what it always was.
+ *
+ * Precision: a training model is fp32 or mixed bf16 (qwen2vl_budget.precision). In bf16 the
+ * buffers above keep their meaning (fp32 master weights and fp32 gradients, same layout) and the
+ * model adds a bf16 working copy of the weights, the one its passes read, refreshed from the
+ * master by qwen2vl_weights_changed; activations and their gradients are bf16. */
 #ifndef ADAPT_QWEN2VL_H
 #define ADAPT_QWEN2VL_H
 
@@ -76,15 +90,27 @@ typedef struct qwen2vl_tensor {
     int            is_norm;       /* a norm weight: ones at init */
 } qwen2vl_tensor;
 
+/* The precision of a training model (chosen at creation, in its budget). */
+typedef enum qwen2vl_precision {
+    QWEN2VL_FP32 = 0,  /* fp32 weights, activations and gradients (the zero of the budget) */
+    QWEN2VL_BF16 = 1,  /* mixed: bf16 weights as the passes read them (a working copy of the fp32
+                        * master, refreshed by qwen2vl_weights_changed), bf16 activations and
+                        * activation gradients; fp32 master weights, parameter gradients, row
+                        * statistics and loss (kernels/ops.h's bf16 section) */
+} qwen2vl_precision;
+
 /* Activation budget: the most a forward pass holds at once. */
 typedef struct qwen2vl_budget {
     int max_tokens;    /* text tokens of a packed batch, all sequences together */
     int max_patches;   /* vision patches of all its images together (4 per image token) */
     int max_seqs;      /* packed sequences */
     int max_images;
+    qwen2vl_precision precision;  /* zero (QWEN2VL_FP32) unless set */
 } qwen2vl_budget;
 
-/* One packed batch. Sequences lie back to back in input_ids; labels are transformers' labels
+/* One packed batch, all HOST memory (the model uploads what its ops read into planned staging
+ * buffers; on a host_accessible backend the ops read these arrays directly). Sequences lie back
+ * to back in input_ids; labels are transformers' labels
  * (not yet shifted: position t is scored on labels[t + 1] of the same sequence, as
  * ForCausalLMLoss does), OPS_LABEL_IGNORE where no loss is taken. Images are consumed in the
  * order of their <|image_pad|> runs; image i owns grid_t * grid_h * grid_w patch rows of
@@ -103,8 +129,16 @@ typedef struct qwen2vl_batch {
 
 typedef struct qwen2vl_model qwen2vl_model;
 
+/* Floats past n_params at the end of both the parameter and the gradient buffer: zeroed at
+ * creation and never read or written by the model, so ZeRO-1 can pad its equal shards into them
+ * (worlds up to this many ranks). */
+#define QWEN2VL_BUFFER_SLACK 4096
+
 /* Builds the layout for cfg and allocates parameters (zeroed), gradients and activations for
- * the budget. Refuses configs the layout cannot hold (head_dim over the op limit, odd merge). */
+ * the budget, all from ops->mem_alloc (ops must outlive the model). Refuses configs the layout
+ * cannot hold (head_dim over the op limit, odd merge). budget->precision QWEN2VL_BF16 also
+ * allocates the bf16 working copy, and is refused (ADAPT_EUNSUPPORTED, naming the op) on a
+ * table that lacks a bf16 entry the passes call. */
 int qwen2vl_create(qwen2vl_model **out, const model_config *cfg, const qwen2vl_budget *budget,
                    const ops_table *ops, adapt_error *err);
 /* Weights only, for inference (worker/generate.c): no gradient buffer and no activation plan, so
@@ -112,21 +146,47 @@ int qwen2vl_create(qwen2vl_model **out, const model_config *cfg, const qwen2vl_b
  * plan their own cache and scratch), weight load / save / init and qwen2vl_logits' refusal work
  * as on any model; the whole-batch passes (qwen2vl_forward, qwen2vl_forward_backward*) are refused
  * with ADAPT_EINVAL, qwen2vl_grads and qwen2vl_grad_buffer return NULL, and qwen2vl_zero_grads
- * and qwen2vl_grads_ready_all do nothing. */
+ * and qwen2vl_grads_ready_all do nothing. Generation runs on host memory: a backend that is not
+ * host_accessible is refused with ADAPT_EUNSUPPORTED naming it. */
 int qwen2vl_create_inference(qwen2vl_model **out, const model_config *cfg, const ops_table *ops,
                              adapt_error *err);
 void qwen2vl_free(qwen2vl_model *m);
 /* 1 for a model of qwen2vl_create_inference. */
 int    qwen2vl_is_inference(const qwen2vl_model *m);
-/* Bytes of the buffers the model allocated: weights, gradients, planned activations (floats and
- * ints); the tensor table and the struct are not counted. */
+/* Bytes of the backend buffers the model allocated: weights and gradients (qwen2vl_buffer_floats
+ * each), in bf16 the weights' working copy (2 B x qwen2vl_buffer_floats), planned activations
+ * (qwen2vl_activation_bytes); the tensor table, the struct and the host mirror of the index
+ * buffers are not counted. */
 size_t qwen2vl_resident_bytes(const qwen2vl_model *m);
+/* QWEN2VL_FP32 for an inference model */
+qwen2vl_precision qwen2vl_get_precision(const qwen2vl_model *m);
+/* Mixed precision: the passes read a bf16 working copy of the weights, so after anything writes
+ * the fp32 master (qwen2vl_param_buffer) behind the model's back — an optimizer step, ZeRO-1's
+ * parameter all-gather, a direct upload — call this before the next pass: it rounds the whole
+ * master into the copy (one f32_to_bf16 over qwen2vl_buffer_floats, on the backend). Weight load,
+ * init and qwen2vl_copy_in of the parameters call it themselves. fp32 and inference models:
+ * nothing to do. */
+void qwen2vl_weights_changed(qwen2vl_model *m);
+/* The bf16 working copy (backend memory, qwen2vl_buffer_floats elements at the master's
+ * offsets), for an optimizer that writes it itself (the table's adamw_step_mixed); NULL in fp32.
+ * Under ZeRO-1 the all-gather brings only the fp32 master of the other shards: call
+ * qwen2vl_weights_changed after it all the same. */
+ops_bf16 *qwen2vl_param_buffer_bf16(qwen2vl_model *m);
 
 const model_config   *qwen2vl_config(const qwen2vl_model *m);
+const ops_table      *qwen2vl_ops(const qwen2vl_model *m);     /* the table it was created on */
+/* backend pointers into the parameter / gradient buffer (see the top of this header) */
 qwen2vl_params       *qwen2vl_weights(qwen2vl_model *m);
 qwen2vl_params       *qwen2vl_grads(qwen2vl_model *m);         /* NULL on an inference model */
 float                *qwen2vl_param_buffer(qwen2vl_model *m);
 float                *qwen2vl_grad_buffer(qwen2vl_model *m);   /* NULL on an inference model */
+/* floats of each of the two buffers: n_params + QWEN2VL_BUFFER_SLACK */
+size_t                qwen2vl_buffer_floats(const qwen2vl_model *m);
+/* Host copies of floats [offset, offset + n) of the parameter (grads = 0) or gradient (grads = 1)
+ * buffer, any backend; offset + n <= qwen2vl_buffer_floats. copy_out waits for the ops before it.
+ * The gradients of an inference model: nothing is copied. */
+void qwen2vl_copy_out(const qwen2vl_model *m, int grads, size_t offset, size_t n, float *host);
+void qwen2vl_copy_in(qwen2vl_model *m, int grads, size_t offset, size_t n, const float *host);
 size_t                qwen2vl_num_params(const qwen2vl_model *m);
 size_t                qwen2vl_num_tensors(const qwen2vl_model *m);
 const qwen2vl_tensor *qwen2vl_tensor_at(const qwen2vl_model *m, size_t i);
@@ -143,17 +203,21 @@ int qwen2vl_set_frozen(qwen2vl_model *m, qwen2vl_tower tower, int frozen, adapt_
  * save_pretrained writes and the published checkpoints hold, or transformers 5.x's module names
  * `model.visual.*` / `model.language_model.*`), F32/BF16/F16; missing or unexpected tensors are
  * an error listing them. Save writes F32 model.safetensors (or shards above max_shard_bytes,
- * 0 = one file) with save_pretrained's names, lm_head.weight omitted when tied as it does. */
+ * 0 = one file) with save_pretrained's names, lm_head.weight omitted when tied as it does.
+ * On a backend that is not host_accessible load goes through a host buffer of the largest tensor
+ * (one upload per tensor) and save through a host copy of the whole parameter buffer. */
 int qwen2vl_load_weights(qwen2vl_model *m, const char *path, adapt_error *err);
 int qwen2vl_save_weights(const qwen2vl_model *m, const char *dir, uint64_t max_shard_bytes,
                          adapt_error *err);
 
 /* transformers' _init_weights: Linear / Conv3d / Embedding weights ~ normal(0, initializer_range
  * of their tower's config), biases 0, norm weights 1 (the padding row of embed_tokens 0 when
- * pad_token_id is set). Deterministic in seed; not torch's random stream. */
+ * pad_token_id is set). Deterministic in seed; not torch's random stream. The same bits on every
+ * backend (one that is not host_accessible gets them through 4 MB host chunks). */
 void qwen2vl_init_weights(qwen2vl_model *m, uint64_t seed);
 
-/* Forward pass; with labels, *loss = the masked cross-entropy sum / loss_normaliser. */
+/* Forward pass; with labels, *loss = the masked cross-entropy sum / loss_normaliser (loss is a
+ * host float: the backend's scalar is downloaded into it, which waits for the pass). */
 int qwen2vl_forward(qwen2vl_model *m, const qwen2vl_batch *b, float *loss, adapt_error *err);
 /* Forward and backward: ACCUMULATES into the gradient buffer (zero it per step with
  * qwen2vl_zero_grads), so micro-batches sum. */
@@ -177,8 +241,13 @@ int qwen2vl_forward_backward_ready(qwen2vl_model *m, const qwen2vl_batch *b, flo
 /* Reports the same ranges in the same order with no pass at all: for a rank with no batch to
  * run, which must still take part in every bucket. */
 void qwen2vl_grads_ready_all(qwen2vl_model *m, qwen2vl_grads_ready_fn ready, void *ctx);
-/* After qwen2vl_forward: logits [n_rows, V] of packed tokens [row0, row0 + n_rows). Refused after
- * a training pass, which carries only the scored rows through the last layer's MLP. */
+/* After qwen2vl_forward: logits [n_rows, V] of packed tokens [row0, row0 + n_rows), written to
+ * HOST memory. On a backend that is not host_accessible they go through the fused loss's scratch
+ * in chunks of at least 256 rows, one product and one download each: past the first chunk the
+ * product's row split differs from one whole product, so the bits may differ in the last place
+ * from the cpu backend's. In bf16 the product reads the bf16 hidden states and working copy and
+ * writes fp32 logits. Refused after a training pass, which carries only the scored rows
+ * through the last layer's MLP. */
 int qwen2vl_logits(qwen2vl_model *m, int row0, int n_rows, float *logits, adapt_error *err);
 
 /* transformers' get_rope_index for one sequence: pos [3, n] (t, h, w components). Image tokens
@@ -189,13 +258,22 @@ int qwen2vl_rope_index(const int *ids, int n, int image_token_id, int spatial_me
                        const int *grid_thw, int n_images, int *image_cursor, int *pos, int ld_pos,
                        adapt_error *err);
 
-/* The 4-byte words (floats and ints) of the activations qwen2vl_create plans for budget: saved
- * per-layer activations, backward scratch, the fused loss's scratch, index buffers. Training
- * memory is then 16 B per parameter (fp32 weights, grads, two AdamW moments) + 4 B x this. */
+/* The 4-byte words (floats and ints) of the activations qwen2vl_create plans for budget on a
+ * host_accessible backend: saved per-layer activations, backward scratch, the fused loss's
+ * scratch, index buffers. Training memory is then 16 B per parameter (fp32 weights, grads, two
+ * AdamW moments) + 4 B x this (bf16: + 2 B per parameter for the working copy, and this is about
+ * half, the row statistics and the loss's scratch staying fp32). A backend that is not
+ * host_accessible adds the batch's staging buffers: max_tokens ints and max_patches x patch_dim
+ * floats. */
 size_t qwen2vl_activation_floats(const model_config *cfg, const qwen2vl_budget *budget);
+/* The same in bytes, exactly (qwen2vl_resident_bytes counts these on a host_accessible backend). */
+size_t qwen2vl_activation_bytes(const model_config *cfg, const qwen2vl_budget *budget);
 
 
 /* ---- inference with a KV cache (worker/qwen2vl_decode.c), for generation -------------------- */
+/* All host memory: the cache and scratch are malloc'd, so a model on a backend that is not
+ * host_accessible is refused (ADAPT_EUNSUPPORTED) by qwen2vl_infer_create; features, rows and
+ * logits below are host arrays. */
 /* The cache and scratch of one inference batch: `slots` sequences of up to `capacity` tokens each
  * (K/V of every layer), up to `max_rows` new tokens per step, images of up to `max_patches`
  * patches each. Planned once; steps allocate nothing. */

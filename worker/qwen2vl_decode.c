@@ -104,10 +104,9 @@ int qwen2vl_infer_create(qwen2vl_infer **out, const qwen2vl_model *m, int slots,
                           "qwen2vl: %d query heads per kv head; generation handles at most %d",
                           tc->num_attention_heads / tc->num_key_value_heads,
                           INFER_MAX_HEADS_PER_KV);
-    if (m->ops != ops_cpu())
-        return adapt_fail(err, ADAPT_EUNSUPPORTED,
-                          "qwen2vl: generation runs on the CPU backend only (its cached attention "
-                          "has no op-table entry yet)");
+    /* the cache and scratch below are malloc'd and read by host loops */
+    int rc = qwen2vl_require_host_backend(m->ops, "generation (qwen2vl_infer_create)", err);
+    if (rc) return rc;
     const model_config_text *t = &m->cfg.text;
     const model_config_vision *v = &m->cfg.vision;
     qwen2vl_infer *s = calloc(1, sizeof *s);

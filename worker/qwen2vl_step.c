@@ -4,7 +4,10 @@
  * The one idea: everything derived from the batch's integers (M-RoPE ids, vision (h, w) ids,
  * per-image and per-sequence segment bounds, image-token rows, shifted labels) is computed once
  * into the planned int buffers before any float work, and every inconsistency of the batch is
- * refused there, so the float passes below run with no checks and no allocation. */
+ * refused there, so the float passes below run with no checks and no allocation. That planning
+ * happens on the host, in the host mirror of the int block (qwen2vl_internal.h); on a backend
+ * the host cannot touch, the batch then reaches it in two uploads per pass (the ints with the
+ * token ids, the pixels), and the loss comes back in one 4-byte download at the pass's end. */
 #include "qwen2vl_internal.h"
 
 #include <string.h>
@@ -60,8 +63,8 @@ static int batch_plan_vision(qwen2vl_model *m, const qwen2vl_batch *b, adapt_err
         return adapt_fail(err, ADAPT_ERANGE, "qwen2vl: %ld image patches, budget is %d", n,
                           m->budget.max_patches);
     int N = (int)n, j = 0;
-    int *ph = m->a.v_pos, *pw = m->a.v_pos + N;
-    m->a.v_cu[0] = 0;
+    int *ph = m->hi.v_pos, *pw = m->hi.v_pos + N;
+    m->hi.v_cu[0] = 0;
     for (int i = 0; i < b->n_images; i++) {
         int gh = b->image_grid_thw[3 * i + 1], gw = b->image_grid_thw[3 * i + 2];
         for (int hb = 0; hb < gh / ms; hb++)
@@ -71,7 +74,7 @@ static int batch_plan_vision(qwen2vl_model *m, const qwen2vl_batch *b, adapt_err
                         ph[j] = hb * ms + r;
                         pw[j] = wb * ms + c;
                     }
-        m->a.v_cu[i + 1] = j;
+        m->hi.v_cu[i + 1] = j;
     }
     m->n_patches = N;
     m->n_images = b->n_images;
@@ -82,14 +85,15 @@ static int batch_plan_vision(qwen2vl_model *m, const qwen2vl_batch *b, adapt_err
 static int batch_plan_text(qwen2vl_model *m, const qwen2vl_batch *b, adapt_error *err)
 {
     int T = b->n_tokens, img = m->cfg.image_token_id, cursor = 0;
-    memcpy(m->a.cu, b->cu_seqlens, sizeof(int) * (size_t)(b->n_seqs + 1));
+    qwen2vl_ints *h = &m->hi;
+    memcpy(h->cu, b->cu_seqlens, sizeof(int) * (size_t)(b->n_seqs + 1));
     for (int s = 0; s < b->n_seqs; s++) {
         int s0 = b->cu_seqlens[s], len = b->cu_seqlens[s + 1] - s0;
         int rc = qwen2vl_rope_index(b->input_ids + s0, len, img, m->cfg.vision.spatial_merge_size,
-                                    b->image_grid_thw, b->n_images, &cursor, m->a.pos + s0, T, err);
+                                    b->image_grid_thw, b->n_images, &cursor, h->pos + s0, T, err);
         if (rc) return adapt_error_prefix(err, "sequence %d: ", s);
         for (int t = s0; t < s0 + len; t++)
-            m->a.targets[t] = (b->labels && t + 1 < s0 + len) ? b->labels[t + 1] : OPS_LABEL_IGNORE;
+            h->targets[t] = (b->labels && t + 1 < s0 + len) ? b->labels[t + 1] : OPS_LABEL_IGNORE;
     }
     if (cursor != b->n_images)
         return adapt_fail(err, ADAPT_EINVAL,
@@ -97,7 +101,7 @@ static int batch_plan_text(qwen2vl_model *m, const qwen2vl_batch *b, adapt_error
                           b->n_images, cursor);
     int k = 0;
     for (int t = 0; t < T; t++)
-        if (b->input_ids[t] == img) m->a.img_pos[k++] = t;
+        if (b->input_ids[t] == img) h->img_pos[k++] = t;
     m->n_image_tokens = k;
     m->n_tokens = T;
     m->n_seqs = b->n_seqs;
@@ -118,21 +122,47 @@ static int batch_plan(qwen2vl_model *m, const qwen2vl_batch *b, adapt_error *err
  * keeps every row (its loss and gradients are zero either way). */
 static void plan_keep(qwen2vl_model *m, int training)
 {
+    qwen2vl_ints *h = &m->hi;
     int n = 0, T = m->n_tokens;
     if (training)
         for (int t = 0; t < T; t++)
-            if (m->a.targets[t] != OPS_LABEL_IGNORE) {
-                m->a.keep[n] = t;
-                m->a.keep_targets[n++] = m->a.targets[t];
+            if (h->targets[t] != OPS_LABEL_IGNORE) {
+                h->keep[n] = t;
+                h->keep_targets[n++] = h->targets[t];
             }
     m->n_keep = n > 0 ? n : T;
+}
+
+/* Where the host may touch backend memory, the planning wrote straight into the int block and the
+ * ops read the batch's own arrays: nothing to copy. Elsewhere the token ids join the mirror (ids
+ * is carved last, so the prefix of the block up to them holds every planned int) and that prefix
+ * goes up in one upload, the pixels in a second. */
+static void batch_stage(qwen2vl_model *m, const qwen2vl_batch *b)
+{
+    const ops_table *ops = m->ops;
+    if (ops->host_accessible) {
+        m->pass_ids = b->input_ids;
+        m->pass_pixels = b->pixel_values;
+        return;
+    }
+    const qwen2vl_ints *h = &m->hi;
+    memcpy(h->ids, b->input_ids, sizeof(int) * (size_t)m->n_tokens);
+    size_t used = (size_t)(h->ids + m->n_tokens - m->host_ints);
+    ops->mem_upload(m->act_ints, m->host_ints, used * sizeof(int));
+    const model_config_vision *v = &m->cfg.vision;
+    size_t P = (size_t)v->in_channels * v->temporal_patch_size * v->patch_size * v->patch_size;
+    if (m->n_patches)
+        ops->mem_upload(m->a.pixels, b->pixel_values, sizeof(float) * (size_t)m->n_patches * P);
+    m->pass_ids = m->a.i.ids;
+    m->pass_pixels = m->a.pixels;
 }
 
 static void forward_passes(qwen2vl_model *m, const qwen2vl_batch *b, int training)
 {
     plan_keep(m, training);
-    if (m->n_patches) qwen2vl_vision_forward(m, b->pixel_values);
-    qwen2vl_text_forward(m, b->input_ids);
+    batch_stage(m, b);
+    if (m->n_patches) qwen2vl_vision_forward(m, m->pass_pixels);
+    qwen2vl_text_forward(m, m->pass_ids);
     m->have_forward = m->n_keep == m->n_tokens;
 }
 
@@ -154,13 +184,13 @@ int qwen2vl_forward(qwen2vl_model *m, const qwen2vl_batch *b, float *loss, adapt
     int rc = batch_plan(m, b, err);
     if (rc) return rc;
     forward_passes(m, b, 0);
-    const model_config_text *t = &m->cfg.text;
     if (loss) {
         *loss = 0.0f;
-        if (b->labels)
-            m->ops->lmhead_xent_f32(loss, NULL, NULL, m->a.hf, m->w.lm_head, m->a.targets,
-                                    m->n_tokens, t->hidden_size, t->vocab_size, b->loss_normaliser,
-                                    m->a.loss_work, m->loss_work_len);
+        if (b->labels) {
+            mp_lmhead_xent(m, m->a.loss, NULL, NULL, m->a.hf, qw(m, m->w.lm_head, 0),
+                           m->a.i.targets, m->n_tokens, b->loss_normaliser);
+            m->ops->mem_download(loss, m->a.loss, sizeof(float));
+        }
     }
     return 0;
 }
@@ -261,25 +291,26 @@ int qwen2vl_forward_backward_ready(qwen2vl_model *m, const qwen2vl_batch *b, flo
     const model_config_text *t = &m->cfg.text;
     qwen2vl_acts *a = &m->a;
     int packed = m->n_keep < m->n_tokens;
-    float *dhf = a->d_ln;  /* free until the layers' backward, which runs after the final norm's */
-    ops->fill_f32(dhf, 0.0f, (size_t)m->n_keep * t->hidden_size);
-    float l = 0.0f;
+    /* d_ln is free until the layers' backward, which runs after the final norm's */
+    qwen2vl_tx *dhf = a->d_ln;
+    mp_zero(m, dhf, (size_t)m->n_keep * t->hidden_size);
     m->ready = ready;
     m->ready_ctx = ctx;
-    ops->lmhead_xent_f32(&l, dhf, m->g.lm_head, a->hf, m->w.lm_head,
-                         packed ? a->keep_targets : a->targets, m->n_keep, t->hidden_size,
-                         t->vocab_size, b->loss_normaliser, a->loss_work, m->loss_work_len);
-    if (loss) *loss = l;
+    mp_lmhead_xent(m, a->loss, dhf, m->g.lm_head, a->hf, qw(m, m->w.lm_head, 0),
+                   packed ? a->i.keep_targets : a->i.targets, m->n_keep, b->loss_normaliser);
     ready_lm_head(m);
-    qwen2vl_text_backward(m, b->input_ids, dhf);
+    qwen2vl_text_backward(m, m->pass_ids, dhf);
     if (m->n_patches) {
-        qwen2vl_vision_backward(m, b->pixel_values);
+        qwen2vl_vision_backward(m, m->pass_pixels);
     } else {
         qwen2vl_ready_merger(m);
         qwen2vl_ready_vision_from(m, m->cfg.vision.depth - 1);
     }
     m->ready = NULL;
     m->ready_ctx = NULL;
+    /* the download waits for the ops before it: taken last, it does not stall the backward's
+     * issue on a device backend */
+    if (loss) ops->mem_download(loss, a->loss, sizeof(float));
     return 0;
 }
 
@@ -298,9 +329,21 @@ int qwen2vl_logits(qwen2vl_model *m, int row0, int n_rows, float *logits, adapt_
     if (row0 < 0 || n_rows < 0 || row0 + n_rows > m->n_tokens)
         return adapt_fail(err, ADAPT_ERANGE, "qwen2vl: logits rows [%d, %d) outside [0, %d)", row0,
                           row0 + n_rows, m->n_tokens);
+    const ops_table *ops = m->ops;
     int D = m->cfg.text.hidden_size, V = m->cfg.text.vocab_size;
-    if (n_rows)
-        m->ops->matmul_f32(logits, m->a.hf + (size_t)row0 * D, m->w.lm_head, n_rows, V, D, 0, 1, D,
-                           D, V, 1.0f, 0.0f);
+    const qwen2vl_tx *hf = qx(m, m->a.hf, (size_t)row0 * D);
+    const qwen2vl_tx *head = qw(m, m->w.lm_head, 0);
+    if (ops->host_accessible) {
+        if (n_rows) mp_logits(m, logits, hf, head, n_rows);
+        return 0;
+    }
+    /* The fused loss's scratch holds at least 256 rows of logits (loss_work_len_for) and is free
+     * between passes: the rows go through it in chunks, each downloaded into the caller's. */
+    int chunk = (int)(m->loss_work_len / (size_t)V);
+    for (int r = 0; r < n_rows; r += chunk) {
+        int n = n_rows - r < chunk ? n_rows - r : chunk;
+        mp_logits(m, m->a.loss_work, qx(m, hf, (size_t)r * D), head, n);
+        ops->mem_download(logits + (size_t)r * V, m->a.loss_work, sizeof(float) * (size_t)n * V);
+    }
     return 0;
 }

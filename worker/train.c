@@ -1,12 +1,18 @@
 /* train: the training loop; see train.h. */
 #include "train.h"
 
+#include "adapt_config.h"
 #include "checkpoint.h"
 #include "data_order.h"
+#include "grad_sync.h"
 #include "model_config.h"
 #include "optim.h"
 #include "qwen2vl.h"
 #include "train_data.h"
+
+#if ADAPT_HAVE_CUDA
+#include "ops_cuda.h"
+#endif
 
 #include <errno.h>
 #include <stdlib.h>
@@ -14,15 +20,17 @@
 #include <sys/stat.h>
 #include <time.h>
 
-/* Gradients travel in buckets of this many floats, so a bucket's sum can overlap the next. */
-#define TRAIN_BUCKET_FLOATS ((size_t)1 << 22)
-
 typedef struct train_state {
     comm                    *c;
     const Adaptd__TrainSpec *spec;
+    const char              *backend;     /* NULL: cpu */
     int                      rank, world;
     model_config             cfg;
+    const ops_table         *ops;
     qwen2vl_model           *m;
+    grad_sync               *gs;
+    float                   *host_m, *host_v;  /* checkpoint staging of the moments when the
+                                                * backend's memory is not the host's (lazy) */
     train_data              *data;
     optim                    opt;
     int                      opt_open;
@@ -38,6 +46,7 @@ typedef struct train_state {
     uint64_t                 samples, tokens;
     uint64_t                 truncated;   /* samples cut to max_seq_len, this run's life */
     size_t                   grad_begin;  /* first float of the trainable suffix */
+    uint32_t                 zero_stage;  /* spec->zero_stage: 0, or 1 for ZeRO-1 */
     char                     ckpt_root[CKPT_PATH_MAX];
 } train_state;
 
@@ -100,17 +109,66 @@ static int model_dir_write(void *ctx, const char *dir, adapt_error *err)
     return 0;
 }
 
-/* Config, data loader (whose budget sizes the model), model, weights from weights_path. */
+const char *train_backend_list(void)
+{
+    /* ops_by_name's names, cuda where the build has it */
+#if ADAPT_HAVE_CUDA
+    return "cpu, cpu-guarded, cuda";
+#else
+    return "cpu, cpu-guarded";
+#endif
+}
+
+int train_backend_open(const char *name, int local_rank, const ops_table **out, adapt_error *err)
+{
+    if (!name) name = "cpu";
+    const ops_table *ops = ops_by_name(name);
+    *out = NULL;
+    if (!ops)
+        return adapt_fail(err, ADAPT_EINVAL, "backend %s is not built in / unknown (this build "
+                          "has: %s)", name, train_backend_list());
+#if ADAPT_HAVE_CUDA
+    /* one GPU per rank, by local rank, before the table's first allocation */
+    if (!strcmp(name, "cuda")) {
+        char msg[256] = "";
+        if (ops_cuda_set_device(local_rank, msg, sizeof msg))
+            return adapt_fail(err, ADAPT_EIO, "backend cuda: GPU %d: %s", local_rank, msg);
+    }
+#else
+    (void)local_rank;
+#endif
+    *out = ops;
+    return 0;
+}
+
+/* Waits for the backend's queued work; a failure it recorded (late CUDA errors) becomes err. */
+static int backend_sync(const train_state *st, const char *what, adapt_error *err)
+{
+    char msg[256] = "";
+    if (st->ops->sync && st->ops->sync(msg, sizeof msg))
+        return adapt_fail(err, ADAPT_EIO, "%s: backend %s failed: %s", what, st->ops->backend,
+                          msg[0] ? msg : "(no message)");
+    return 0;
+}
+
+/* Config, data loader (whose budget sizes the model), model on the backend, weights from
+ * weights_path. */
 static int model_open(train_state *st, const char *corpus, const char *weights_path,
                       adapt_error *err)
 {
     const Adaptd__TrainSpec *spec = st->spec;
+    int local = st->c ? comm_local_rank(st->c) : comm_env_local_rank();
+    if (train_backend_open(st->backend, local < 0 ? 0 : local, &st->ops, err)) return -1;
     if (model_config_load(&st->cfg, spec->model_path, err))
         return adapt_error_prefix(err, "model %s: ", spec->model_path);
     if (train_data_open(&st->data, spec, corpus, &st->cfg, err)) return -1;
     qwen2vl_budget b;
     train_data_budget(st->data, &b);
-    if (qwen2vl_create(&st->m, &st->cfg, &b, ops_cpu(), err) ||
+    /* bf16: activations and a working copy of the weights in bf16, fp32 master weights,
+     * gradients and moments (train_rules allows fp32 | bf16) */
+    b.precision = spec->precision && !strcmp(spec->precision, "bf16") ? QWEN2VL_BF16
+                                                                       : QWEN2VL_FP32;
+    if (qwen2vl_create(&st->m, &st->cfg, &b, st->ops, err) ||
         qwen2vl_load_weights(st->m, weights_path, err))
         return adapt_error_prefix(err, "model %s: ", weights_path);
     if (qwen2vl_set_frozen(st->m, QWEN2VL_TOWER_VISION, spec->freeze_vision, err) ||
@@ -142,6 +200,37 @@ static int stage_optim_config(const train_state *st, int stage, optim_config *oc
     return optim_schedule_parse(schedule, &oc->schedule, err);
 }
 
+/* The optimizer's norm-sum hook under ZeRO-1: the shards' sums of squares summed over ranks. */
+static int norm_sum_ranks(void *ctx, double *sumsq, adapt_error *err)
+{
+    return comm_allreduce_sum_f64(ctx, sumsq, 1, err);
+}
+
+/* The gradient sums across ranks over the trainable suffix; with ZeRO-1 the optimizer narrowed
+ * to this rank's shard (clipped to the parameters: the last shards reach into the buffer's
+ * slack) and its clip norm summed over the ranks' shards. */
+static int grads_open(train_state *st, adapt_error *err)
+{
+    size_t n_params = qwen2vl_num_params(st->m);
+    if (st->zero_stage > 1)
+        return adapt_fail(err, ADAPT_EINVAL, "zero_stage %u: 0 (all-reduce) or 1 (ZeRO-1)",
+                          st->zero_stage);
+    grad_sync_mode mode = st->zero_stage == 1 ? GRAD_SYNC_ZERO1 : GRAD_SYNC_ALLREDUCE;
+    if (grad_sync_open(&st->gs, st->c, st->ops, mode, qwen2vl_param_buffer(st->m),
+                       qwen2vl_grad_buffer(st->m), st->grad_begin, n_params,
+                       qwen2vl_buffer_floats(st->m), err))
+        return adapt_error_prefix(err, "gradient sums (zero_stage %u): ", st->zero_stage);
+    if (mode != GRAD_SYNC_ZERO1) return 0;
+    size_t lo, hi;
+    grad_sync_shard(st->gs, &lo, &hi);
+    if (hi > n_params) hi = n_params;
+    if (lo > hi) lo = hi;
+    if (optim_set_shard(&st->opt, lo, hi, err)) return -1;
+    /* a world of one has the whole norm locally: the table's own clip, as zero_stage 0 */
+    if (st->world > 1) optim_set_norm_sum(&st->opt, norm_sum_ranks, st->c);
+    return 0;
+}
+
 static int optimizer_open(train_state *st, adapt_error *err)
 {
     const Adaptd__TrainSpec *spec = st->spec;
@@ -161,13 +250,40 @@ static int optimizer_open(train_state *st, adapt_error *err)
     }
     optim_config oc;
     int rc = stage_optim_config(st, st->stage, &oc, err);
-    if (!rc) rc = optim_init(&st->opt, ops_cpu(), &oc, t, n, qwen2vl_num_params(st->m), err);
+    if (!rc) rc = optim_init(&st->opt, st->ops, &oc, t, n, qwen2vl_num_params(st->m), err);
     st->opt_open = rc == 0;
     free(t);
+    if (!rc) rc = grads_open(st, err);
     return rc;
 }
 
-static void ckpt_state_fill(const train_state *st, ckpt_state *cs)
+/* The moments as host arrays for the checkpoint module: the optimizer's own on a host backend,
+ * else staging buffers (download: filled from the backend for a save). */
+static int moments_host(train_state *st, int download, float **m, float **v, adapt_error *err)
+{
+    if (st->ops->host_accessible) {
+        *m = st->opt.m;
+        *v = st->opt.v;
+        return 0;
+    }
+    size_t n = st->opt.n_moments;
+    if (!st->host_m) {
+        st->host_m = malloc((n ? n : 1) * sizeof(float));
+        st->host_v = malloc((n ? n : 1) * sizeof(float));
+        if (!st->host_m || !st->host_v)
+            return adapt_fail(err, ADAPT_ENOMEM, "no memory to stage %zu moments for a "
+                              "checkpoint", n);
+    }
+    if (download) {
+        st->ops->mem_download(st->host_m, st->opt.m, n * sizeof(float));
+        st->ops->mem_download(st->host_v, st->opt.v, n * sizeof(float));
+    }
+    *m = st->host_m;
+    *v = st->host_v;
+    return 0;
+}
+
+static void ckpt_state_fill(const train_state *st, ckpt_state *cs, float *m, float *v)
 {
     uint64_t epoch, estep;
     data_order_position(st->order.n, st->order.global_batch, st->step - st->stage_base, &epoch,
@@ -178,8 +294,8 @@ static void ckpt_state_fill(const train_state *st, ckpt_state *cs)
                         .world = (uint32_t)st->world, .epoch = epoch, .epoch_step = estep,
                         .samples = st->samples, .tokens = st->tokens,
                         .rng = { st->spec->seed, 0, 0, 0 }, .stage = (uint32_t)st->stage,
-                        .n_params = st->opt.n_params,
-                        .m = st->opt.m, .v = st->opt.v };
+                        .zero_stage = st->zero_stage, .n_params = st->opt.n_moments,
+                        .m = m, .v = v };
 }
 
 /* Makes stage the current one: its data order (stage 2: over the records with kept tasks), its
@@ -206,7 +322,9 @@ static int stage_enter(train_state *st, int stage, int fresh, adapt_error *err)
 static int checkpoint_save(train_state *st, adapt_error *err)
 {
     ckpt_state cs;
-    ckpt_state_fill(st, &cs);
+    float *m, *v;
+    if (moments_host(st, 1, &m, &v, err)) return -1;
+    ckpt_state_fill(st, &cs, m, v);
     if (st->rank == 0 && ckpt_begin(st->ckpt_root, st->step, err)) return -1;
     if (comm_barrier(st->c, err)) return -1;
     if (ckpt_write_rank(st->ckpt_root, &cs, st->rank == 0 ? model_dir_write : NULL, st, err))
@@ -221,9 +339,16 @@ static int checkpoint_save(train_state *st, adapt_error *err)
 /* --resume: weights from the checkpoint directory, then this rank's moments and position. */
 static int state_resume(train_state *st, const char *dir, adapt_error *err)
 {
+    float *m, *v;
+    if (moments_host(st, 0, &m, &v, err)) return -1;
     ckpt_state cs = { .rank = (uint32_t)st->rank, .world = (uint32_t)st->world,
-                      .n_params = st->opt.n_params, .m = st->opt.m, .v = st->opt.v };
+                      .zero_stage = st->zero_stage, .n_params = st->opt.n_moments, .m = m,
+                      .v = v };
     if (ckpt_read_rank(dir, &cs, err)) return -1;
+    if (!st->ops->host_accessible) {
+        st->ops->mem_upload(st->opt.m, m, st->opt.n_moments * sizeof(float));
+        st->ops->mem_upload(st->opt.v, v, st->opt.n_moments * sizeof(float));
+    }
     if ((cs.stage != 0) != (st->stage != 0) || cs.stage > 2)
         return adapt_fail(err, ADAPT_EINVAL, "checkpoint %s is of stage %u, the spec's mode is "
                           "%s: resume with the spec that started the run", dir, cs.stage,
@@ -247,61 +372,14 @@ static int state_resume(train_state *st, const char *dir, adapt_error *err)
     return 0;
 }
 
-/* Buckets of the step's gradient sum: the backward of the last micro-batch reports ranges as
- * they become final; adjacent ones gather into a pending bucket, started once it is full or the
- * next range is not adjacent. The ranges come in an order fixed by the config (and a rank with
- * no batch replays it), so every rank starts the same buckets in the same order. */
-typedef struct grad_buckets {
-    train_state *st;
-    float       *g;
-    size_t       begin, end;   /* trainable floats: [grad_begin, n_params) */
-    size_t       lo, hi;       /* pending bucket [lo, hi), empty when lo == hi */
-    int          rc;           /* the first error of a start */
-    adapt_error *err;
-} grad_buckets;
-
-static void buckets_flush(grad_buckets *gb)
-{
-    if (gb->lo < gb->hi && gb->rc == 0)
-        gb->rc = comm_allreduce_start(gb->st->c, gb->g + gb->lo, gb->hi - gb->lo, gb->err);
-    gb->lo = gb->hi = 0;
-}
-
-static void buckets_ready(void *ctx, size_t offset, size_t count)
-{
-    grad_buckets *gb = ctx;
-    size_t lo = offset > gb->begin ? offset : gb->begin;
-    size_t hi = offset + count < gb->end ? offset + count : gb->end;
-    if (lo >= hi) return;  /* frozen, or empty */
-    if (gb->lo == gb->hi) {
-        gb->lo = lo;
-        gb->hi = hi;
-    } else if (lo == gb->hi) {
-        gb->hi = hi;
-    } else if (hi == gb->lo) {
-        gb->lo = lo;
-    } else {
-        buckets_flush(gb);
-        gb->lo = lo;
-        gb->hi = hi;
-    }
-    while (gb->hi - gb->lo >= TRAIN_BUCKET_FLOATS && gb->rc == 0) {
-        size_t keep_lo = gb->lo + TRAIN_BUCKET_FLOATS, keep_hi = gb->hi;
-        gb->hi = keep_lo;
-        buckets_flush(gb);
-        gb->lo = keep_lo;
-        gb->hi = keep_hi;
-    }
-}
-
 /* This rank's forward and backward over its micro-batches; loss is its share of the global
  * mean (every micro-batch divides by the global count). With more than one rank, the last
- * micro-batch's backward starts the gradient buckets as it goes (earlier micro-batches only
- * accumulate here), and a rank with no batch starts them all after; grads_wait completes them. */
+ * micro-batch's backward hands finished gradient ranges to grad_sync as it goes (its all-reduce
+ * buckets start while backward goes on; earlier micro-batches only accumulate here), and a rank
+ * with no batch reports them all after, so every rank starts the same buckets in the same
+ * order. grad_sync_reduce then completes the sums (ZeRO-1: reduce-scatters the shards). */
 static int step_accumulate(train_state *st, float normaliser, double *loss, adapt_error *err)
 {
-    grad_buckets gb = { .st = st, .g = qwen2vl_grad_buffer(st->m), .begin = st->grad_begin,
-                        .end = qwen2vl_num_params(st->m), .err = err };
     int share = st->world > 1;
     qwen2vl_zero_grads(st->m);
     *loss = 0.0;
@@ -311,28 +389,17 @@ static int step_accumulate(train_state *st, float normaliser, double *loss, adap
         float l = 0.0f;
         int last = share && i + 1 == n;
         if (train_data_build(st->data, i, normaliser, &b, err) ||
-            qwen2vl_forward_backward_ready(st->m, &b, &l, last ? buckets_ready : NULL, &gb, err))
+            qwen2vl_forward_backward_ready(st->m, &b, &l, last ? grad_sync_ready : NULL, st->gs,
+                                           err))
             return adapt_error_prefix(err, "step %llu micro-batch %zu: ",
                                       (unsigned long long)st->step + 1, i);
-        if (last) {
-            buckets_flush(&gb);
-            if (gb.rc) return -1;
-        }
         *loss += l;
     }
-    if (share && n == 0) {
-        qwen2vl_grads_ready_all(st->m, buckets_ready, &gb);
-        buckets_flush(&gb);
-        if (gb.rc) return -1;
-    }
+    if (share && n == 0) qwen2vl_grads_ready_all(st->m, grad_sync_ready, st->gs);
+    if (grad_sync_reduce(st->gs, err))
+        return adapt_error_prefix(err, "step %llu: gradient sum: ",
+                                  (unsigned long long)st->step + 1);
     return 0;
-}
-
-/* Waits for the buckets step_accumulate started: the gradients summed over ranks. */
-static int grads_wait(train_state *st, adapt_error *err)
-{
-    if (st->world == 1) return 0;
-    return comm_allreduce_wait_all(st->c, err);
 }
 
 static int step_run(train_state *st, train_step_stats *s, adapt_error *err)
@@ -366,11 +433,21 @@ static int step_run(train_state *st, train_step_stats *s, adapt_error *err)
     s->tokens = counts[1];
     s->samples = counts[2];
     double loss = 0.0;
-    if (step_accumulate(st, (float)counts[0], &loss, err) || grads_wait(st, err) ||
+    if (step_accumulate(st, (float)counts[0], &loss, err) ||
         comm_allreduce_sum_f64(st->c, &loss, 1, err))
         return -1;
-    optim_step(&st->opt, qwen2vl_param_buffer(st->m), qwen2vl_grad_buffer(st->m), &s->grad_norm,
-               &s->lr);
+    char what[64];
+    snprintf(what, sizeof what, "step %llu", (unsigned long long)st->step + 1);
+    /* ZeRO-1: the step updates this rank's shard, the all-gather brings every rank's shard */
+    if (optim_step(&st->opt, qwen2vl_param_buffer(st->m), qwen2vl_grad_buffer(st->m),
+                   &s->grad_norm, &s->lr, err) ||
+        grad_sync_gather_params(st->gs, err))
+        return adapt_error_prefix(err, "%s: optimizer: ", what);
+    /* bf16: the passes read a rounded copy of the fp32 master, stale until refreshed (after the
+     * all-gather under ZeRO-1, which brings back fp32 only); fp32: nothing */
+    qwen2vl_weights_changed(st->m);
+    /* once per step: device errors of the step's ops surface here, not steps later */
+    if (backend_sync(st, what, err)) return -1;
     st->step++;
     st->samples += s->samples;
     st->tokens += s->tokens;
@@ -496,6 +573,9 @@ static int state_open(train_state *st, const train_options *opt, adapt_error *er
 
 static void state_close(train_state *st)
 {
+    if (st->gs) grad_sync_close(st->gs);
+    free(st->host_m);
+    free(st->host_v);
     if (st->opt_open) optim_close(&st->opt);
     if (st->order_open) data_order_close(&st->order);
     free(st->stage2);
@@ -533,7 +613,8 @@ static int loop_run(train_state *st, const train_options *opt, adapt_error *err)
 
 int train_run(comm *c, const train_options *opt, adapt_error *err)
 {
-    train_state st = { .c = c, .spec = opt->spec, .rank = comm_rank(c), .world = comm_world(c) };
+    train_state st = { .c = c, .spec = opt->spec, .backend = opt->backend, .rank = comm_rank(c),
+                       .world = comm_world(c), .zero_stage = opt->spec->zero_stage };
     int rc = state_open(&st, opt, err);
     if (!rc) rc = loop_run(&st, opt, err);
     if (rc == 0 && st.rank == 0 && model_dir_write(&st, opt->spec->output_dir, err))
@@ -542,10 +623,10 @@ int train_run(comm *c, const train_options *opt, adapt_error *err)
     return rc;
 }
 
-int train_eval_loss(const Adaptd__TrainSpec *spec, const char *model_dir, const char *corpus,
-                    double *loss, uint64_t *tokens, adapt_error *err)
+int train_eval_loss(const Adaptd__TrainSpec *spec, const char *backend, const char *model_dir,
+                    const char *corpus, double *loss, uint64_t *tokens, adapt_error *err)
 {
-    train_state st = { .spec = spec, .world = 1 };
+    train_state st = { .spec = spec, .backend = backend, .world = 1 };
     int rc = model_open(&st, corpus, model_dir, err);
     uint64_t n = rc ? 0 : train_data_count(st.data), scored = 0;
     double sum = 0.0;
@@ -565,6 +646,7 @@ int train_eval_loss(const Adaptd__TrainSpec *spec, const char *model_dir, const 
         }
         scored += train_data_loss_tokens(st.data);
     }
+    if (!rc) rc = backend_sync(&st, "loss", err);
     free(ids);
     state_close(&st);
     *loss = scored ? sum / (double)scored : 0.0;

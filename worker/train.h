@@ -7,6 +7,12 @@
  * what the uninterrupted one would have done, bit for bit on the same world size, and a world of
  * N sums gradients over exactly the samples a world of 1 does.
  *
+ * Backends: the model, its gradients and the optimizer's moments live in the op table's memory
+ * of the backend named in train_options (cpu, cpu-guarded, cuda), and the loop touches them only
+ * through the table and the model's copy functions. Gradient sums across ranks go through
+ * grad_sync: a bucketed all-reduce, or with zero_stage 1 (ZeRO-1) a reduce-scatter, an AdamW step
+ * on this rank's shard of the parameters (moments for that shard only) and an all-gather.
+ *
  * two_stage runs stage 1 (captions, every record) and then stage 2 (kept tasks, only the
  * records that have one) as two schedules back to back: each stage has its own data order,
  * learning rates, warmup and length, and stage 2 starts with fresh AdamW moments as a separate
@@ -17,6 +23,7 @@
 #include "comm.h"
 #include "error.h"
 #include "job.pb-c.h"
+#include "ops.h"
 
 #include <signal.h>
 #include <stdatomic.h>
@@ -41,6 +48,7 @@ typedef struct train_events {
 
 typedef struct train_options {
     const Adaptd__TrainSpec *spec;
+    const char              *backend;   /* op table (ops_by_name): "cpu" when NULL */
     int                      resume;    /* continue from the newest complete checkpoint */
     const char              *resume_from; /* or from this one, refused unless complete */
     /* may be NULL; the loop resets CHECKPOINT after use. Atomic: the signal handler and the
@@ -56,8 +64,16 @@ typedef struct train_options {
 int train_run(comm *c, const train_options *opt, adapt_error *err);
 
 /* Held-out loss: the masked cross-entropy of model_dir's weights over every record of corpus,
- * averaged over the scored tokens, with the spec's data settings (one process). */
-int train_eval_loss(const Adaptd__TrainSpec *spec, const char *model_dir, const char *corpus,
-                    double *loss, uint64_t *tokens, adapt_error *err);
+ * averaged over the scored tokens, with the spec's data settings (one process), on backend
+ * (NULL: cpu). */
+int train_eval_loss(const Adaptd__TrainSpec *spec, const char *backend, const char *model_dir,
+                    const char *corpus, double *loss, uint64_t *tokens, adapt_error *err);
+
+/* The op table of backend name (NULL: "cpu"), made ready for this process: on cuda the GPU
+ * local_rank is bound first. EINVAL naming the backends this build has for an unknown name or
+ * one not built in; EIO when the device cannot be set up. */
+int train_backend_open(const char *name, int local_rank, const ops_table **out, adapt_error *err);
+/* The backends this build has, comma-separated ("cpu, cpu-guarded, cuda"). */
+const char *train_backend_list(void);
 
 #endif

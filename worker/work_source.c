@@ -199,15 +199,6 @@ int work_source_open(work_source **out, int rank, int world, const char *kind, u
 
 int work_source_queued(const work_source *ws) { return ws ? ws->queued : 0; }
 
-/* The code of a WorkGrant refusal. WorkGrant carries the daemon's reason as text only; its
- * refusals of a unit count (daemon/workqueue.c: "rank R counts N units of work, the daemon's
- * table holds M", "N units of work is out of range") all say "units of work", and only those
- * are the input's fault. */
-static int grant_refusal_code(const char *why)
-{
-    return strstr(why, "units of work") ? ADAPT_EINVAL : ADAPT_EIO;
-}
-
 int work_source_next(work_source *ws, uint64_t *unit, int *more, adapt_error *err)
 {
     *more = 0;
@@ -242,7 +233,7 @@ int work_source_next(work_source *ws, uint64_t *unit, int *more, adapt_error *er
              * for and adaptd does not retry (link_client_error_fatal). Any other refusal (the
              * daemon's store failing) may pass on the next attempt. */
             if (wg->error && wg->error[0])
-                rc = adapt_fail(err, grant_refusal_code(wg->error),
+                rc = adapt_fail(err, wg->fatal ? ADAPT_EINVAL : ADAPT_EIO,
                                 "the daemon refused rank %d's request for work: %s", ws->rank,
                                 wg->error);
             else if (!wg->none_left && wg->shard >= ws->units)

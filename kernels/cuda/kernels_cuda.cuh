@@ -33,9 +33,21 @@ void cuda_fail(const char *file, int line, const char *call, const char *detail)
 /* after a <<<...>>> launch: a bad configuration is reported here, not at the next sync */
 #define CUDA_LAUNCHED() CUDA_CHECK(cudaGetLastError())
 
-/* Every op launches on this stream (the legacy default stream for now), so moving the backend
- * to the training loop's own streams is a change in one place. */
-static inline cudaStream_t cuda_stream(void) { return 0; }
+/* The compute stream (ops_cuda.cu), on which every op, copy and cuBLASLt product is issued, so
+ * ops are ordered among themselves and a step can be captured as a CUDA graph. It is made, with
+ * the side stream, the events and the cuBLASLt handle and workspace, by ops_cuda_set_device or,
+ * failing that, on first use on the current device (cuda_stream_make; on failure the error is
+ * recorded and 0, the legacy stream, is returned so the caller's sync reports it). */
+extern cudaStream_t cuda_compute_stream;
+cudaStream_t cuda_stream_make(void);
+static inline cudaStream_t cuda_stream(void)
+{
+    return cuda_compute_stream ? cuda_compute_stream : cuda_stream_make();
+}
+
+/* matmul_cuda.cu: makes the cuBLASLt handle and its workspace (once; 0, or -1 with msg). Called
+ * when the streams are made, so no product allocates inside a step. */
+int cuda_matmul_setup(char *msg, size_t len);
 
 /* Blocks for a grid-stride loop over n items: enough to fill any current GPU, never zero. */
 static inline unsigned cuda_grid(size_t n, unsigned block)

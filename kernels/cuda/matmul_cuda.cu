@@ -5,9 +5,10 @@
  * is computed as the column-major C^T [n, m] = op(B)^T op(A)^T: the operands swap places and
  * keep their leading dimensions, and no data is ever transposed. The fp32 product uses
  * CUBLAS_COMPUTE_32F (not TF32), so it matches the CPU twin to fp32 rounding. The handle and a
- * 32 MiB workspace are made on first use and kept for the process (a CUDA graph may then
- * capture the products); cuBLASLt picks the algorithm from its heuristic once per shape, and the
- * plan (descriptors + algorithm) is cached. */
+ * 32 MiB workspace are made with the backend's streams (ops_cuda_set_device or the first op) and
+ * kept for the process, every product runs on the compute stream with that workspace, so a step
+ * allocates nothing and a CUDA graph may capture the products; cuBLASLt picks the algorithm from
+ * its heuristic once per shape, and the plan (descriptors + algorithm) is cached. */
 #include "kernels_cuda.cuh"
 
 #include <cublasLt.h>
@@ -25,27 +26,39 @@
 
 enum { MM_WORKSPACE = 32 << 20 };
 
-/* the process's cuBLASLt handle and workspace (made once, never freed: the driver reclaims them) */
+/* the process's cuBLASLt handle and workspace (made once with the streams, never freed: the
+ * driver reclaims them) */
 static cublasLtHandle_t mm_handle;
 static void *mm_workspace;
 
-static int mm_ready(void)
+int cuda_matmul_setup(char *msg, size_t len)
 {
-    if (mm_handle) return 1;
+    if (mm_handle) return 0;
     cublasStatus_t s = cublasLtCreate(&mm_handle);
     if (s != CUBLAS_STATUS_SUCCESS) {
-        cuda_fail(__FILE__, __LINE__, "cublasLtCreate", cublasLtGetStatusString(s));
+        snprintf(msg, len, "cublasLtCreate failed: %s", cublasLtGetStatusString(s));
         mm_handle = NULL;
-        return 0;
+        return -1;
     }
     cudaError_t e = cudaMalloc(&mm_workspace, MM_WORKSPACE);
     if (e != cudaSuccess) {
-        cuda_fail(__FILE__, __LINE__, "cudaMalloc(matmul workspace)", cudaGetErrorString(e));
+        snprintf(msg, len, "cudaMalloc of the %d MiB cuBLASLt workspace failed: %s",
+                 MM_WORKSPACE >> 20, cudaGetErrorString(e));
+        cudaGetLastError();  /* not sticky: keep it from being blamed on the next launch */
         cublasLtDestroy(mm_handle);
         mm_handle = NULL;
-        return 0;
+        return -1;
     }
-    return 1;
+    return 0;
+}
+
+/* 1 when the handle exists (made with the streams; a failure there is already recorded) */
+static int mm_ready(void)
+{
+    cuda_stream();
+    if (mm_handle) return 1;
+    cuda_fail(__FILE__, __LINE__, "matmul", "no cuBLASLt handle (see the first error)");
+    return 0;
 }
 
 /* One product in the table's row-major terms; types name A/B, C and the compute mode. */

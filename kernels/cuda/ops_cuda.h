@@ -22,9 +22,24 @@ extern "C" {
 int  ops_cuda_sync(char *msg, size_t len);
 void ops_cuda_clear_error(void);
 
-/* bf16 storage as 16-bit words (the upper half of an IEEE float), so C callers need no CUDA
- * header; the kernels read them as __nv_bfloat16. */
-typedef unsigned short ops_bf16;
+/* ---- device and streams ----------------------------------------------------------------------
+ * Every table entry (ops, copies, cuBLASLt products) is issued on one compute stream; a second,
+ * higher-priority side stream is there for collectives (NCCL), so gradient buckets reduce while
+ * the backward goes on. Both are ordinary (blocking) streams: work on the legacy default stream
+ * stays ordered with them. */
+/* Binds this process to GPU `device` (cudaSetDevice) before the table's first use; creates the
+ * compute stream, the side stream, their events and the cuBLASLt handle and workspace there.
+ * 0, or -1 with msg [len] (a missing GPU, a device already bound to another). Without it the
+ * table sets itself up on the current device at its first use. */
+int   ops_cuda_set_device(int device, char *msg, size_t len);
+void *ops_cuda_stream(void);        /* the cudaStream_t every table op runs on */
+void *ops_cuda_side_stream(void);   /* a second stream, for collectives */
+/* Stream-to-stream waits through events (the host does not wait): */
+void  ops_cuda_side_wait_compute(void);  /* side stream waits for the work issued so far on compute */
+void  ops_cuda_compute_wait_side(void);  /* compute stream waits for the work issued so far on side */
+
+/* ops_bf16 (bf16 storage as 16-bit words) is ops.h's, as are the table's bf16 entries that
+ * bind the functions below. */
 
 /* Epilogues of the bf16 product, fused into cuBLASLt's output pass. No GELU epilogue: cuBLASLt's
  * is the tanh approximation, and Qwen2-VL's merger uses the exact (erf) GELU. */

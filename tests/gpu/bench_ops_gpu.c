@@ -20,10 +20,11 @@ static double bench_time(bench_fn fn, void *ctx)
     cudaEvent_t e0, e1;
     GU_CUDA(cudaEventCreate(&e0));
     GU_CUDA(cudaEventCreate(&e1));
+    cudaStream_t s = (cudaStream_t)ops_cuda_stream();  /* the stream every op runs on */
     fn(ctx);
-    GU_CUDA(cudaEventRecord(e0, 0));
+    GU_CUDA(cudaEventRecord(e0, s));
     for (int i = 0; i < iters; i++) fn(ctx);
-    GU_CUDA(cudaEventRecord(e1, 0));
+    GU_CUDA(cudaEventRecord(e1, s));
     GU_CUDA(cudaEventSynchronize(e1));
     float ms = 0;
     GU_CUDA(cudaEventElapsedTime(&ms, e0, e1));

@@ -1,5 +1,6 @@
 /* test_ops_gpu: every CUDA op of the table (and the bf16 products of ops_cuda.h) against its CPU
- * twin on fresh random inputs, with the error bounds below; prints one table row per check.
+ * twin on fresh random inputs, with the error bounds below; prints one table row per check. First
+ * the table's memory entries and streams are checked exactly (test_memory).
  *
  * The one idea: the CPU table is the reference. Each case makes inputs on the host, runs the CPU
  * op on host copies and the CUDA op on device copies of the same bytes, brings the CUDA result
@@ -46,6 +47,85 @@ static void compare(const char *op, const char *shape, const float *dev, const f
     gu_get(got, dev, n * sizeof *got);
     gu_record(op, shape, gu_err(got, ref, n, 1e-30), bounds[bound]);
     free(got);
+}
+
+/* an exact check: bytes equal or not */
+static void exact(const char *what, const char *shape, int same)
+{
+    gu_record(what, shape, same ? 0.0 : INFINITY, 0);
+}
+
+/* The table's memory entries and the streams: zeroed blocks, bit-exact round trips, device
+ * copies, an upload from page-locked memory that may be overwritten as soon as it returns, the
+ * side stream ordered after compute work and compute after side work, and an impossible
+ * allocation that returns NULL with the reason kept for sync. */
+static void test_memory(void)
+{
+    enum { N = 1 << 20 };
+    char msg[600];
+    float *host = gu_rand(&rng, N, 1), *back = malloc(N * sizeof *back);
+    float *d = gpu->mem_alloc(N * sizeof(float)), *d2 = gpu->mem_alloc(N * sizeof(float));
+    if (!d || !d2) {
+        exact("mem_alloc", "4 MiB", 0);
+        return;
+    }
+    gpu->mem_download(back, d, N * sizeof *back);
+    int zero = 1;
+    for (size_t i = 0; i < N; i++) zero &= back[i] == 0.0f;
+    exact("mem_alloc zeroed", "4 MiB", zero);
+    gpu->mem_upload(d, host, N * sizeof *host);
+    gpu->mem_copy(d2, d, N * sizeof *host);
+    gpu->axpy_f32(d2, 1.0f, d, N);  /* d2 = 2 host, in stream order after the copy */
+    gpu->mem_download(back, d2, N * sizeof *back);
+    int twice = 1;
+    for (size_t i = 0; i < N; i++) twice &= back[i] == 2.0f * host[i];
+    exact("mem_upload/copy/download", "4 MiB + axpy", twice);
+    /* page-locked source: mem_upload must not return before it has read it */
+    float *pinned = NULL;
+    if (cudaMallocHost((void **)&pinned, N * sizeof *pinned) == cudaSuccess) {
+        for (size_t i = 0; i < N; i++) pinned[i] = 3.0f;
+        gpu->mem_upload(d, pinned, N * sizeof *pinned);
+        for (size_t i = 0; i < N; i++) pinned[i] = -1.0f;
+        gpu->mem_download(back, d, N * sizeof *back);
+        int threes = 1;
+        for (size_t i = 0; i < N; i++) threes &= back[i] == 3.0f;
+        exact("mem_upload pinned source", "4 MiB", threes);
+        cudaFreeHost(pinned);
+    } else {
+        cudaGetLastError();
+        exact("cudaMallocHost", "4 MiB", 0);
+    }
+    /* the side stream after compute work, then compute after the side stream's copy */
+    cudaStream_t side = (cudaStream_t)ops_cuda_side_stream();
+    exact("streams distinct", "compute, side",
+          side != NULL && ops_cuda_stream() != NULL && (void *)side != ops_cuda_stream());
+    gpu->fill_f32(d, 5.0f, N);
+    ops_cuda_side_wait_compute();
+    GU_CUDA(cudaMemcpyAsync(d2, d, N * sizeof(float), cudaMemcpyDeviceToDevice, side));
+    ops_cuda_compute_wait_side();
+    gpu->axpy_f32(d2, 1.0f, d2, N);  /* 10 only if it ran after the side copy */
+    gpu->mem_download(back, d2, N * sizeof *back);
+    int tens = 1;
+    for (size_t i = 0; i < N; i++) tens &= back[i] == 10.0f;
+    exact("side/compute stream waits", "fill, side copy, axpy", tens);
+    gpu_done("memory");
+    /* out of memory: NULL, and sync reports cudaMalloc; the error is not sticky */
+    void *huge = gpu->mem_alloc((size_t)1 << 52);
+    int refused = huge == NULL && gpu->sync(msg, sizeof msg) != 0 && strstr(msg, "cudaMalloc");
+    exact("mem_alloc 4 PiB refused", "NULL + sync error", refused);
+    if (huge) gpu->mem_free(huge);
+    ops_cuda_clear_error();
+    gpu->fill_f32(d, 1.0f, N);
+    exact("after a refused mem_alloc", "ops still run", gpu->sync(msg, sizeof msg) == 0);
+    void *empty = gpu->mem_alloc(0);
+    exact("mem_alloc(0)", "not NULL", empty != NULL);
+    gpu->mem_free(empty);
+    gpu->mem_free(NULL);
+    gpu->mem_free(d);
+    gpu->mem_free(d2);
+    gpu_done("memory");
+    free(host);
+    free(back);
 }
 
 static void test_elementwise(void)
@@ -877,7 +957,16 @@ int main(int argc, char **argv)
            prop.name, prop.major, prop.minor, prop.totalGlobalMem / 1073741824.0, seed);
     cpu = ops_cpu();
     gpu = ops_cuda();
+    char msg[300];
+    if (ops_cuda_set_device(0, msg, sizeof msg)) {
+        fprintf(stderr, "test_ops_gpu: %s\n", msg);
+        return 1;
+    }
+    CHECK(ops_cuda_set_device(0, msg, sizeof msg) == 0);  /* the same GPU again: nothing */
+    CHECK(ops_cuda_set_device(ndev, msg, sizeof msg) == -1);
+    CHECK_STR_CONTAINS(msg, "already bound");
 
+    test_memory();
     test_elementwise();
     test_matmul();
     test_bias();

@@ -3,7 +3,8 @@
  * weights callback's file); a checkpoint without DONE is never chosen and --resume on it is
  * refused; damaged moments are refused with the file and the offset of the damaged chunk; a
  * damaged header, DONE or truncated file are refused; keep-last-K deletes only older complete
- * checkpoints; two ranks commit together and a missing rank stops the commit. */
+ * checkpoints; two ranks commit together and a missing rank stops the commit; a checkpoint of
+ * ZeRO-1 moments (zero_stage 1) round-trips and is refused to a run of the other zero_stage. */
 #include "check.h"
 #include "checkpoint.h"
 #include "safetensors.h"
@@ -89,10 +90,37 @@ static void test_round_trip(float *m, float *v, float *m2, float *v2)
     CHECK(got.step == 7 && got.epoch == 2 && got.epoch_step == 1 && got.samples == 112);
     CHECK(got.tokens == 7 * 4096 && got.stage == 2);
     CHECK(memcmp(got.rng, st.rng, sizeof st.rng) == 0);
+    CHECK(got.zero_stage == 0);
+    /* a run of another zero_stage is refused */
+    got = (ckpt_state){ .rank = 0, .world = 1, .zero_stage = 1, .n_params = NP, .m = m2, .v = v2 };
+    CHECK(ckpt_read_rank(info.dir, &got, &e) == ADAPT_EINVAL);
+    CHECK_STR_CONTAINS(e.message, "(zero_stage 0), this run has zero_stage 1");
     /* a model of another size is refused */
     got = (ckpt_state){ .rank = 0, .world = 1, .n_params = NP - 1, .m = m2, .v = v2 };
     CHECK(ckpt_read_rank(info.dir, &got, &e) == ADAPT_EINVAL);
     CHECK_STR_CONTAINS(e.message, "parameters");
+}
+
+/* zero_stage is recorded: a sharded checkpoint reads back as such, and a run of the other stage
+ * is refused by name (before the length, which also differs). */
+static void test_zero_stage(float *m, float *v, float *m2, float *v2)
+{
+    ckpt_state st;
+    fill_state(&st, m, v, 500, 0, 1);
+    st.zero_stage = 1;
+    st.n_params = NP / 2;
+    adapt_error e = { 0 };
+    CHECK_MSG(ckpt_save(root, &st, NULL, NULL, 0, &e) == ADAPT_OK, "%s", e.message);
+    ckpt_info info;
+    CHECK(ckpt_find_latest(root, &info, &e) == ADAPT_OK && info.step == 500);
+    ckpt_state got = { .rank = 0, .world = 1, .zero_stage = 1, .n_params = NP / 2, .m = m2,
+                       .v = v2 };
+    CHECK_MSG(ckpt_read_rank(info.dir, &got, &e) == ADAPT_OK, "%s", e.message);
+    CHECK(got.zero_stage == 1 && memcmp(m, m2, NP / 2 * sizeof *m) == 0 &&
+          memcmp(v, v2, NP / 2 * sizeof *v) == 0);
+    got = (ckpt_state){ .rank = 0, .world = 1, .n_params = NP, .m = m2, .v = v2 };
+    CHECK(ckpt_read_rank(info.dir, &got, &e) == ADAPT_EINVAL);
+    CHECK_STR_CONTAINS(e.message, "(zero_stage 1), this run has zero_stage 0");
 }
 
 /* An interrupted checkpoint (no DONE) is never chosen, and --resume on it is refused. */
@@ -291,6 +319,7 @@ int main(void)
     test_keep_last(m, v);
     test_two_ranks(m, v, m2, v2);
     test_faults(m, v);
+    test_zero_stage(m, v, m2, v2);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %.*s", (int)(strlen(root) - 5), root);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);

@@ -228,8 +228,9 @@ static void test_attempts(void)
 
     attempt_file(&fx, a, 1, "argv", buf, sizeof buf);
     char want[900];
+    /* no backend in the spec: --backend cpu */
     snprintf(want, sizeof want, "-np 2 %s--oversubscribe --bind-to none /opt/adapt/adapt-worker "
-             "train --spec %s/state/jobs/%s/spec.json\n", geteuid() == 0 ? "--allow-run-as-root " : "",
+             "train --backend cpu --spec %s/state/jobs/%s/spec.json\n", geteuid() == 0 ? "--allow-run-as-root " : "",
              dir, a);
     CHECK_MSG(strcmp(buf, want) == 0, "attempt 1 argv: %s", buf);
     attempt_file(&fx, a, 2, "argv", buf, sizeof buf);
@@ -472,7 +473,7 @@ static void test_slurm(const char *fake, const char *tmpl)
     /* exit 2 from the tasks: the batch script's exit code, a spec error, not retried */
     write_text(fx.exit_file, "2\n");
     char a[JOB_STORE_ID_LEN + 1], b[JOB_STORE_ID_LEN + 1];
-    create(&fx, 2, 3, "{\"kind\":\"train\",\"launcher\":\"slurm\"}", a);
+    create(&fx, 2, 3, "{\"kind\":\"train\",\"launcher\":\"slurm\",\"backend\":\"cuda\"}", a);
     scheduler_kick(fx.s);
     CHECK(run_until(&fx, a, JOB_STORE_FAILED));
     job_store_record r;
@@ -483,7 +484,8 @@ static void test_slurm(const char *fake, const char *tmpl)
     CHECK(job_store_attempt_get(fx.js, a, 1, &at, NULL) == ADAPT_OK && at.slurm_id[0] && at.pid == 0);
     char buf[1024], want[600];
     attempt_file(&fx, a, 1, "worker-1", buf, sizeof buf);
-    snprintf(want, sizeof want, "train --spec %s/state/jobs/%s/spec.json\n", dir, a);
+    /* the JobSpec's backend reaches the worker through the Slurm template too */
+    snprintf(want, sizeof want, "train --backend cuda --spec %s/state/jobs/%s/spec.json\n", dir, a);
     CHECK_MSG(strcmp(buf, want) == 0, "the worker's arguments under srun: %s", buf);
 
     /* a running Slurm job is cancelled through scancel */

@@ -40,11 +40,12 @@ static int read_frame(int fd, Adaptd__LinkFrame **out)
     return *out ? 0 : -1;
 }
 
-static void send_grant(int fd, uint64_t shard, int none_left, const char *error)
+static void send_grant(int fd, uint64_t shard, int none_left, const char *error, int fatal)
 {
     Adaptd__WorkGrant g = ADAPTD__WORK_GRANT__INIT;
     g.shard = shard;
     g.none_left = none_left;
+    g.fatal = fatal;
     if (error) g.error = (char *)error;
     Adaptd__LinkFrame f = ADAPTD__LINK_FRAME__INIT;
     f.body_case = ADAPTD__LINK_FRAME__BODY_WORK_GRANT;
@@ -59,7 +60,8 @@ static void send_grant(int fd, uint64_t shard, int none_left, const char *error)
 
 /* The stand-in daemon: one connection; grants units 3 then 1, then none left, recording what
  * the worker said; with `refuse`, answers the first request with the daemon's unit-count
- * refusal (1), another refusal (2) or a unit past the worker's count (3). */
+ * refusal (1, fatal), another refusal (2), a unit past the worker's count (3) or a retryable
+ * refusal whose text happens to read like the count refusal (4). */
 typedef struct daemon_ctx {
     int      listen_fd, refuse;
     int      hello_ok, requests, dones;
@@ -80,14 +82,16 @@ static void *daemon_thread(void *arg)
                           !strcmp(f->hello->job_id, "0123456789abcdef0123456789abcdef");
         else if (f->body_case == ADAPTD__LINK_FRAME__BODY_WORK_REQUEST) {
             int k = d->requests++;
-            if (f->work_request->units != 5 || f->work_request->rank != 1) send_grant(fd, 0, 0, "bad request");
+            if (f->work_request->units != 5 || f->work_request->rank != 1) send_grant(fd, 0, 0, "bad request", 0);
             else if (d->refuse == 1)   /* daemon/workqueue.c's count refusal: fatal */
                 send_grant(fd, 0, 0, "job 0123 stage 0: rank 1 counts 5 units of work, the "
-                                     "daemon's table holds 4 (the input changed since the job began?)");
-            else if (d->refuse == 2) send_grant(fd, 0, 0, "the store is busy");  /* retryable */
-            else if (d->refuse == 3) send_grant(fd, 5, 0, NULL);   /* past the worker's 5 units */
-            else if (k < 2) send_grant(fd, grants[k], 0, NULL);
-            else send_grant(fd, 0, 1, NULL);
+                                     "daemon's table holds 4 (the input changed since the job began?)", 1);
+            else if (d->refuse == 2) send_grant(fd, 0, 0, "the store is busy", 0);  /* retryable */
+            else if (d->refuse == 4)   /* the flag decides, not the words */
+                send_grant(fd, 0, 0, "the store failed counting units of work", 0);
+            else if (d->refuse == 3) send_grant(fd, 5, 0, NULL, 0);   /* past the worker's 5 units */
+            else if (k < 2) send_grant(fd, grants[k], 0, NULL, 0);
+            else send_grant(fd, 0, 1, NULL, 0);
         } else if (f->body_case == ADAPTD__LINK_FRAME__BODY_SHARD_DONE && d->dones < 8) {
             d->done_units[d->dones++] = f->shard_done->shard;
             snprintf(d->done_out, sizeof d->done_out, "%s", f->shard_done->output_path);
@@ -156,6 +160,9 @@ static void test_queue(int refuse)
     } else if (refuse == 2) {
         CHECK_MSG(rc == ADAPT_EIO && n == 0 && !link_client_error_fatal(rc), "rc %d", rc);
         CHECK_STR_CONTAINS(err.message, "the store is busy");
+    } else if (refuse == 4) {
+        CHECK_MSG(rc == ADAPT_EIO && n == 0 && !link_client_error_fatal(rc), "rc %d", rc);
+        CHECK_STR_CONTAINS(err.message, "counting units of work");
     } else if (refuse == 3) {
         CHECK_MSG(rc == ADAPT_EINVAL && n == 0 && link_client_error_fatal(rc), "rc %d", rc);
         CHECK_STR_CONTAINS(err.message, "counts 5 units of work");
@@ -203,6 +210,7 @@ int main(void)
     test_queue(1);
     test_queue(2);
     test_queue(3);
+    test_queue(4);
     test_dead_daemon();
     unlink(sock_path);
     rmdir(dir);
