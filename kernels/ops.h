@@ -294,6 +294,23 @@ typedef struct ops_table {
     void (*adamw_step_mixed)(float *p, ops_bf16 *p16, float *m, float *v, const float *g,
                              const float *grad_scale, size_t n, double lr, double beta1,
                              double beta2, double eps, double weight_decay, int step);
+
+    /* ---- graphs: a sequence of ops recorded once and replayed (CUDA graphs) -------------------
+     * All four NULL where a backend has none (cpu). Between graph_begin and graph_end the ops
+     * this thread issues are RECORDED, NOT RUN: each keeps the arguments it was called with
+     * (pointers, scalars, the descriptor structs by value, grad_norm's arrays copied) and every
+     * graph_launch runs the recorded ops again with exactly those arguments, reading whatever the
+     * memory they point to holds by then. So a caller may change the CONTENT of backend memory
+     * between launches (mem_upload before the launch), never a host value an op took: one graph
+     * per set of host values. No mem_alloc, mem_free, mem_upload, mem_download, mem_copy or sync
+     * between begin and end: CUDA's stream capture fails on them, cpu-guarded aborts naming the
+     * call. Each returns 0, or -1 with the reason in msg [len] (msg may be NULL). */
+    int  (*graph_begin)(char *msg, size_t len);
+    /* ends the capture: *graph holds the recorded ops, none of which has run yet */
+    int  (*graph_end)(void **graph, char *msg, size_t len);
+    /* issues the graph's ops, ordered with the ops and copies before and after it */
+    int  (*graph_launch)(void *graph, char *msg, size_t len);
+    void (*graph_free)(void *graph);   /* NULL graph: nothing */
 } ops_table;
 
 /* One value (host code: weight loading, tests): round to nearest even / widen exactly, as the

@@ -235,6 +235,7 @@ size_t qwen2vl_acts_plan(qwen2vl_acts *a, const model_config *cfg, const qwen2vl
     a->d_keep = carve_x(&c, T * D);
     a->loss_work = carve(&c, loss_work_len);
     a->loss = carve(&c, 1);
+    a->loss_slots = carve(&c, QWEN2VL_LOSS_SLOTS);
     a->pixels = staging ? carve(&c, N * P) : NULL;
     a->v_pix = bf16 ? carve_x(&c, N * P) : NULL;
     qwen2vl_ints *i = &a->i;
@@ -407,6 +408,15 @@ static int model_create(qwen2vl_model **out, const model_config *cfg, const qwen
     }
     m->resident_bytes += nb * sizeof(float) + act_bytes + n_ints * sizeof(int) +
                          (m->bf16 ? nb * sizeof(ops_bf16) : 0);
+    /* graphs pay where a launch costs host time (a GPU); ADAPT_GRAPHS overrides, for tests */
+    const char *env = getenv("ADAPT_GRAPHS");
+    qwen2vl_graph_policy policy = !strcmp(ops->backend, "cuda") ? QWEN2VL_GRAPHS_ON_REPEAT
+                                                                 : QWEN2VL_GRAPHS_OFF;
+    if (env && *env)
+        policy = !strcmp(env, "repeat") ? QWEN2VL_GRAPHS_ON_REPEAT
+               : strcmp(env, "0") != 0  ? QWEN2VL_GRAPHS_ALWAYS
+                                        : QWEN2VL_GRAPHS_OFF;
+    qwen2vl_set_graphs(m, policy);
     qwen2vl_acts_plan(&m->a, cfg, budget, m->loss_work_len, staging, m->act_mem, m->act_ints,
                       &n_ints);
     /* the host mirror: the same int carving over host memory (on a host_accessible backend the
@@ -446,6 +456,8 @@ void qwen2vl_free(qwen2vl_model *m)
     mem_release(m->ops, m->act_mem);
     mem_release(m->ops, m->act_ints);
     mem_release(m->ops, m->p16);
+    for (int i = 0; i < QWEN2VL_GRAPHS; i++)
+        if (m->graphs[i].graph) m->ops->graph_free(m->graphs[i].graph);
     free(m->host_ints);
     free(m);
 }
@@ -514,6 +526,8 @@ void qwen2vl_zero_grads(qwen2vl_model *m)
 {
     if (m->inference) return;   /* no gradients to zero; forward_backward refuses this model */
     m->ops->fill_f32(m->grad_mem, 0.0f, m->n_params);
+    m->n_loss_slots = 0;   /* a new step's losses */
+    m->loss_folded = 0.0;
 }
 
 void qwen2vl_linear_forward(const ops_table *ops, float *y, const float *x, const float *w,

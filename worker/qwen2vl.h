@@ -238,6 +238,43 @@ typedef void (*qwen2vl_grads_ready_fn)(void *ctx, size_t offset, size_t count);
  * reported. */
 int qwen2vl_forward_backward_ready(qwen2vl_model *m, const qwen2vl_batch *b, float *loss,
                                    qwen2vl_grads_ready_fn ready, void *ctx, adapt_error *err);
+/* The step's loss without a wait per micro-batch: qwen2vl_forward_backward_ready with loss NULL
+ * downloads nothing; its pass's loss stays in backend memory, one slot per micro-batch since
+ * qwen2vl_zero_grads (every 64 slots are downloaded and folded, one wait per 64 passes).
+ * qwen2vl_loss_read downloads the rest and returns in *loss their sum taken in double in pass
+ * order, the same additions as summing each pass's float into a double starting from 0. 0, or
+ * -1 on an inference-only model (*loss 0). */
+int  qwen2vl_loss_read(qwen2vl_model *m, double *loss);
+/* CUDA graphs (the op table's graph entries): with graphs on, a training pass given no ready
+ * callback (qwen2vl_forward_backward_ready with ready NULL) records its device work (vision,
+ * decoder, loss, backward; the host planning and the batch's uploads stay outside) as a graph
+ * the first time it sees a shape key, and replays that graph for every later pass with the same
+ * key. The key holds every host value that reaches an op argument (qwen2vl_step.c graph_key_of);
+ * 8 graphs are kept, the least recently used is freed first. A pass with a ready callback (the
+ * bucketed all-reduce, whose host code starts collectives between ops) never uses a graph.
+ * The loss normaliser is a scalar argument of the fused loss, so it is part of the key: passes
+ * replay only where it repeats (the micro-batches of one step share it; a loop whose global
+ * scored-token count changes every step captures afresh every step, until the fused loss reads
+ * it from backend memory).
+ * When to capture (qwen2vl_graph_policy): QWEN2VL_GRAPHS_ALWAYS captures a key the first time it
+ * is seen; QWEN2VL_GRAPHS_ON_REPEAT runs a key's first pass op by op and captures it only when it
+ * comes again (among the last QWEN2VL_GRAPH_SEEN keys so issued), so a loop whose keys never
+ * repeat pays no capture at all, while a fixed-shape loop (packing to a fixed budget with a fixed
+ * normaliser, a benchmark) replays from its third pass.
+ * Default: ON_REPEAT when the backend is cuda, off elsewhere; the environment's ADAPT_GRAPHS
+ * (0 off, 1 always, "repeat" on repeat) overrides it at qwen2vl_create, this call afterwards.
+ * Returns the policy in force: QWEN2VL_GRAPHS_OFF also when the backend has no graph entries
+ * (cpu). */
+typedef enum qwen2vl_graph_policy {
+    QWEN2VL_GRAPHS_OFF       = 0,
+    QWEN2VL_GRAPHS_ALWAYS    = 1,
+    QWEN2VL_GRAPHS_ON_REPEAT = 2,
+} qwen2vl_graph_policy;
+int  qwen2vl_set_graphs(qwen2vl_model *m, int policy);
+/* Passes that replayed a cached graph (hits) and that captured a new one (misses). */
+void qwen2vl_graph_counts(const qwen2vl_model *m, unsigned long *hits, unsigned long *misses);
+/* ON_REPEAT: passes issued op by op because their key had not been seen before. */
+unsigned long qwen2vl_graph_direct_passes(const qwen2vl_model *m);
 /* Reports the same ranges in the same order with no pass at all: for a rank with no batch to
  * run, which must still take part in every bucket. */
 void qwen2vl_grads_ready_all(qwen2vl_model *m, qwen2vl_grads_ready_fn ready, void *ctx);

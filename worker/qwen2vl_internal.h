@@ -37,6 +37,10 @@ typedef struct qwen2vl_ints {
                         * not host_accessible (elsewhere NULL: ops read the batch's own array) */
 } qwen2vl_ints;
 
+#define QWEN2VL_GRAPHS     8    /* graphs kept per model */
+#define QWEN2VL_GRAPH_SEEN 16   /* QWEN2VL_GRAPHS_ON_REPEAT: keys remembered from direct passes */
+#define QWEN2VL_LOSS_SLOTS 64   /* micro-batch losses held in backend memory before a fold */
+
 /* Saved forward activations (per layer, stacked) and backward scratch. N max patches, G = N / 4
  * merged tokens, T max tokens; other letters as in qwen2vl_params. qwen2vl_tx fields are stored
  * at the model's precision (bf16 or fp32); float fields are fp32 in both. */
@@ -101,12 +105,33 @@ typedef struct qwen2vl_acts {
                             *                staging */
     float      *loss;      /* [1]            the fused LM head's loss, downloaded into the
                             *                caller's */
+    float      *loss_slots; /* [QWEN2VL_LOSS_SLOTS] the step's pass losses, copied from loss
+                            *                when the caller takes no loss per pass */
     float      *pixels;    /* [N, P]         the batch's pixel_values, staged: only on a backend
                             *                that is not host_accessible (elsewhere NULL) */
     qwen2vl_tx *v_pix;     /* [N, P]         bf16 only: the pixels rounded for the patch embedding
                             *                (fp32: NULL, the product reads the fp32 pixels) */
     qwen2vl_ints i;        /* the planned integers, backend copies */
 } qwen2vl_acts;
+
+/* A training pass's shape key: every host value that reaches an argument of an op the pass
+ * issues (qwen2vl_step.c graph_key_of lists where each comes from). Compared with memcmp: built
+ * on a zeroed struct. */
+typedef struct qwen2vl_graph_key {
+    int          n_tokens, n_seqs, n_patches, n_images, n_image_tokens, n_keep;
+    int          max_seqlen;         /* longest sequence: the decoder attention's launch shape */
+    int          max_image_patches;  /* largest image: the vision attention's launch shape */
+    unsigned int normaliser_bits;    /* the fused loss's normaliser, a scalar argument */
+    int          frozen_vision, frozen_merger, bf16;
+    const int   *pass_ids;           /* where the ops read the batch (fixed on a staging backend) */
+    const float *pass_pixels;
+} qwen2vl_graph_key;
+
+typedef struct qwen2vl_graph {
+    qwen2vl_graph_key key;
+    void             *graph;     /* the backend's; NULL: a free slot */
+    unsigned long     last_use;  /* the model's pass clock at its last launch */
+} qwen2vl_graph;
 
 struct qwen2vl_model {
     model_config     cfg;
@@ -152,6 +177,17 @@ struct qwen2vl_model {
      * a.i.ids and a.pixels), or the batch's own arrays when the backend is host_accessible */
     const int       *pass_ids;
     const float     *pass_pixels;
+    /* graphs of training passes (qwen2vl_set_graphs) */
+    int              graphs_on;       /* qwen2vl_graph_policy */
+    qwen2vl_graph    graphs[QWEN2VL_GRAPHS];
+    unsigned long    graph_clock, graph_hits, graph_misses, graph_direct;
+    /* ON_REPEAT: keys of passes issued op by op, a ring; a key found here is captured */
+    qwen2vl_graph_key graph_seen[QWEN2VL_GRAPH_SEEN];
+    int              n_graph_seen, graph_seen_next;
+    /* the step's losses (qwen2vl_loss_read): the first n_loss_slots of a.loss_slots written
+     * since qwen2vl_zero_grads; loss_folded the double sum of those downloaded already */
+    int              n_loss_slots;
+    double           loss_folded;
     /* during qwen2vl_forward_backward_ready: whom to tell that gradients are final */
     qwen2vl_grads_ready_fn ready;
     void            *ready_ctx;

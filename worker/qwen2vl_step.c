@@ -7,7 +7,11 @@
  * refused there, so the float passes below run with no checks and no allocation. That planning
  * happens on the host, in the host mirror of the int block (qwen2vl_internal.h); on a backend
  * the host cannot touch, the batch then reaches it in two uploads per pass (the ints with the
- * token ids, the pixels), and the loss comes back in one 4-byte download at the pass's end. */
+ * token ids, the pixels), and the loss comes back in one 4-byte download at the pass's end (or
+ * stays in a backend slot until qwen2vl_loss_read reads the step's). Because the planning and
+ * the uploads come first, a training pass's device work is a fixed sequence of ops for a given
+ * set of host values (graph_key_of): with graphs on it is captured once per such key and
+ * replayed. */
 #include "qwen2vl_internal.h"
 
 #include <string.h>
@@ -157,12 +161,17 @@ static void batch_stage(qwen2vl_model *m, const qwen2vl_batch *b)
     m->pass_pixels = m->a.pixels;
 }
 
+static void forward_ops(qwen2vl_model *m)
+{
+    if (m->n_patches) qwen2vl_vision_forward(m, m->pass_pixels);
+    qwen2vl_text_forward(m, m->pass_ids);
+}
+
 static void forward_passes(qwen2vl_model *m, const qwen2vl_batch *b, int training)
 {
     plan_keep(m, training);
     batch_stage(m, b);
-    if (m->n_patches) qwen2vl_vision_forward(m, m->pass_pixels);
-    qwen2vl_text_forward(m, m->pass_ids);
+    forward_ops(m);
     m->have_forward = m->n_keep == m->n_tokens;
 }
 
@@ -278,26 +287,20 @@ void qwen2vl_grads_ready_all(qwen2vl_model *m, qwen2vl_grads_ready_fn ready, voi
     m->ready_ctx = NULL;
 }
 
-int qwen2vl_forward_backward_ready(qwen2vl_model *m, const qwen2vl_batch *b, float *loss,
-                                   qwen2vl_grads_ready_fn ready, void *ctx, adapt_error *err)
+/* The device work of a training pass, after the planning and the uploads: forward, the fused
+ * loss, backward. Nothing here touches memory outside the op table (no copy, no wait): it is
+ * what a graph records. Host values reach its ops only through the fields graph_key_of reads. */
+static void train_ops(qwen2vl_model *m, float normaliser)
 {
-    int refused = refuse_inference(m, "qwen2vl_forward_backward", err);
-    if (refused) return refused;
-    if (!b->labels) return adapt_fail(err, ADAPT_EINVAL, "qwen2vl: a backward pass needs labels");
-    int rc = batch_plan(m, b, err);
-    if (rc) return rc;
-    forward_passes(m, b, 1);
-    const ops_table *ops = m->ops;
     const model_config_text *t = &m->cfg.text;
     qwen2vl_acts *a = &m->a;
+    forward_ops(m);
     int packed = m->n_keep < m->n_tokens;
     /* d_ln is free until the layers' backward, which runs after the final norm's */
     qwen2vl_tx *dhf = a->d_ln;
     mp_zero(m, dhf, (size_t)m->n_keep * t->hidden_size);
-    m->ready = ready;
-    m->ready_ctx = ctx;
     mp_lmhead_xent(m, a->loss, dhf, m->g.lm_head, a->hf, qw(m, m->w.lm_head, 0),
-                   packed ? a->i.keep_targets : a->i.targets, m->n_keep, b->loss_normaliser);
+                   packed ? a->i.keep_targets : a->i.targets, m->n_keep, normaliser);
     ready_lm_head(m);
     qwen2vl_text_backward(m, m->pass_ids, dhf);
     if (m->n_patches) {
@@ -306,11 +309,178 @@ int qwen2vl_forward_backward_ready(qwen2vl_model *m, const qwen2vl_batch *b, flo
         qwen2vl_ready_merger(m);
         qwen2vl_ready_vision_from(m, m->cfg.vision.depth - 1);
     }
-    m->ready = NULL;
-    m->ready_ctx = NULL;
+}
+
+/* Every host value an op of train_ops takes, and where it comes from (the rest of their
+ * arguments are fixed at creation: the config's dims, eps, theta and heads, the buffers' and
+ * weights' addresses, the loss's scratch length):
+ *   n_tokens: every decoder op's row count, the attention's total_tokens, the embedding's T;
+ *   n_seqs: the decoder attention's num_seqs; its max_seqlen: the longest sequence;
+ *   n_patches: every vision op's row count (and G = n_patches / merge^2 for the merger), whether
+ *     the vision tower runs; n_images, the largest image: the vision attention's num_seqs and
+ *     max_seqlen;
+ *   n_image_tokens: the image-feature scatter's row count, whether it runs;
+ *   n_keep: the rows past the last attention (and whether the packed path runs: n_keep <
+ *     n_tokens picks keep_targets or targets, the gathers and scatters of the last layer);
+ *   the loss normaliser: a scalar argument of the fused loss;
+ *   the frozen towers: which gradients the vision backward passes (NULL or not) and whether
+ *     it runs; the precision: which entries run (fixed per model, kept for clarity);
+ *   pass_ids, pass_pixels: the addresses the ops read the batch at (the staging buffers on a
+ *     backend that is not host_accessible, else the caller's own arrays, which vary). */
+static qwen2vl_graph_key graph_key_of(const qwen2vl_model *m, float normaliser)
+{
+    qwen2vl_graph_key k;
+    memset(&k, 0, sizeof k);  /* memcmp: no stray padding bytes */
+    k.n_tokens = m->n_tokens;
+    k.n_seqs = m->n_seqs;
+    k.n_patches = m->n_patches;
+    k.n_images = m->n_images;
+    k.n_image_tokens = m->n_image_tokens;
+    k.n_keep = m->n_keep;
+    for (int s = 0; s < m->n_seqs; s++) {
+        int len = m->hi.cu[s + 1] - m->hi.cu[s];
+        if (len > k.max_seqlen) k.max_seqlen = len;
+    }
+    for (int i = 0; i < m->n_images; i++) {
+        int len = m->hi.v_cu[i + 1] - m->hi.v_cu[i];
+        if (len > k.max_image_patches) k.max_image_patches = len;
+    }
+    memcpy(&k.normaliser_bits, &normaliser, sizeof k.normaliser_bits);
+    k.frozen_vision = m->frozen[QWEN2VL_TOWER_VISION];
+    k.frozen_merger = m->frozen[QWEN2VL_TOWER_MERGER];
+    k.bf16 = m->bf16;
+    k.pass_ids = m->pass_ids;
+    k.pass_pixels = m->pass_pixels;
+    return k;
+}
+
+/* train_ops through the graph of this pass's key: replayed when cached, else captured (into a
+ * free slot or over the least recently used graph) and launched. */
+static int train_ops_graph(qwen2vl_model *m, float normaliser, adapt_error *err)
+{
+    const ops_table *ops = m->ops;
+    qwen2vl_graph_key key = graph_key_of(m, normaliser);
+    qwen2vl_graph *slot = NULL, *victim = NULL;
+    for (int i = 0; i < QWEN2VL_GRAPHS; i++) {
+        qwen2vl_graph *g = &m->graphs[i];
+        if (g->graph && memcmp(&g->key, &key, sizeof key) == 0) {
+            slot = g;
+            break;
+        }
+        /* a free slot first, else the least recently launched */
+        if (!victim || (victim->graph && (!g->graph || g->last_use < victim->last_use)))
+            victim = g;
+    }
+    char msg[256] = "";
+    if (!slot && m->graphs_on == QWEN2VL_GRAPHS_ON_REPEAT) {
+        /* capture only a key seen before: a first sighting runs op by op and is remembered */
+        int seen = -1;
+        for (int i = 0; i < m->n_graph_seen && seen < 0; i++)
+            if (memcmp(&m->graph_seen[i], &key, sizeof key) == 0) seen = i;
+        if (seen < 0) {
+            m->graph_seen[m->graph_seen_next] = key;
+            m->graph_seen_next = (m->graph_seen_next + 1) % QWEN2VL_GRAPH_SEEN;
+            if (m->n_graph_seen < QWEN2VL_GRAPH_SEEN) m->n_graph_seen++;
+            m->graph_direct++;
+            train_ops(m, normaliser);
+            return 0;
+        }
+        memset(&m->graph_seen[seen], 0xff, sizeof key);  /* captured now: forget it here */
+    }
+    if (slot) {
+        m->graph_hits++;
+    } else {
+        slot = victim;
+        if (slot->graph) ops->graph_free(slot->graph);
+        slot->graph = NULL;
+        if (ops->graph_begin(msg, sizeof msg))
+            return adapt_fail(err, ADAPT_EIO, "qwen2vl: graph capture: %s", msg);
+        train_ops(m, normaliser);
+        void *graph = NULL;
+        if (ops->graph_end(&graph, msg, sizeof msg))
+            return adapt_fail(err, ADAPT_EIO, "qwen2vl: graph capture: %s", msg);
+        slot->graph = graph;
+        slot->key = key;
+        m->graph_misses++;
+    }
+    slot->last_use = ++m->graph_clock;
+    if (ops->graph_launch(slot->graph, msg, sizeof msg))
+        return adapt_fail(err, ADAPT_EIO, "qwen2vl: graph launch: %s", msg);
+    return 0;
+}
+
+int qwen2vl_set_graphs(qwen2vl_model *m, int policy)
+{
+    const ops_table *ops = m->ops;
+    int can = !m->inference && ops->graph_begin && ops->graph_end && ops->graph_launch &&
+              ops->graph_free;
+    if (policy != QWEN2VL_GRAPHS_ALWAYS && policy != QWEN2VL_GRAPHS_ON_REPEAT) policy = 0;
+    m->graphs_on = can ? policy : QWEN2VL_GRAPHS_OFF;
+    return m->graphs_on;
+}
+
+unsigned long qwen2vl_graph_direct_passes(const qwen2vl_model *m) { return m->graph_direct; }
+
+void qwen2vl_graph_counts(const qwen2vl_model *m, unsigned long *hits, unsigned long *misses)
+{
+    if (hits) *hits = m->graph_hits;
+    if (misses) *misses = m->graph_misses;
+}
+
+/* Downloads the first n loss slots and adds them, in order, to the double sum. */
+static void loss_fold(qwen2vl_model *m)
+{
+    float host[QWEN2VL_LOSS_SLOTS];
+    if (m->n_loss_slots == 0) return;
+    m->ops->mem_download(host, m->a.loss_slots, sizeof(float) * (size_t)m->n_loss_slots);
+    for (int i = 0; i < m->n_loss_slots; i++) m->loss_folded += host[i];
+    m->n_loss_slots = 0;
+}
+
+int qwen2vl_loss_read(qwen2vl_model *m, double *loss)
+{
+    *loss = 0.0;
+    if (m->inference) return -1;
+    loss_fold(m);
+    *loss = m->loss_folded;
+    return 0;
+}
+
+int qwen2vl_forward_backward_ready(qwen2vl_model *m, const qwen2vl_batch *b, float *loss,
+                                   qwen2vl_grads_ready_fn ready, void *ctx, adapt_error *err)
+{
+    int refused = refuse_inference(m, "qwen2vl_forward_backward", err);
+    if (refused) return refused;
+    if (!b->labels) return adapt_fail(err, ADAPT_EINVAL, "qwen2vl: a backward pass needs labels");
+    int rc = batch_plan(m, b, err);
+    if (rc) return rc;
+    plan_keep(m, 1);
+    batch_stage(m, b);
+    const ops_table *ops = m->ops;
+    qwen2vl_acts *a = &m->a;
+    /* the ready callback is host code run between ops (collectives of the bucketed all-reduce):
+     * a graph cannot hold it, so such a pass is issued op by op */
+    if (m->graphs_on && !ready) {
+        rc = train_ops_graph(m, b->loss_normaliser, err);
+        if (rc) return rc;
+    } else {
+        m->ready = ready;
+        m->ready_ctx = ctx;
+        train_ops(m, b->loss_normaliser);
+        m->ready = NULL;
+        m->ready_ctx = NULL;
+    }
+    m->have_forward = m->n_keep == m->n_tokens;
     /* the download waits for the ops before it: taken last, it does not stall the backward's
-     * issue on a device backend */
-    if (loss) ops->mem_download(loss, a->loss, sizeof(float));
+     * issue on a device backend. With no loss asked for, the pass's loss is kept in backend
+     * memory for qwen2vl_loss_read: a device-side copy, no wait (a full set of slots is folded,
+     * one wait per QWEN2VL_LOSS_SLOTS passes). */
+    if (loss) {
+        ops->mem_download(loss, a->loss, sizeof(float));
+    } else {
+        if (m->n_loss_slots == QWEN2VL_LOSS_SLOTS) loss_fold(m);
+        ops->mem_copy(a->loss_slots + m->n_loss_slots++, a->loss, sizeof(float));
+    }
     return 0;
 }
 

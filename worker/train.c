@@ -381,20 +381,27 @@ static int state_resume(train_state *st, const char *dir, adapt_error *err)
 static int step_accumulate(train_state *st, float normaliser, double *loss, adapt_error *err)
 {
     int share = st->world > 1;
+    /* Only the bucketed all-reduce acts on the ready ranges (ZeRO-1's grad_sync_ready returns
+     * at once): passing none otherwise lets the model replay its passes as graphs, which a
+     * host callback between ops would rule out (qwen2vl_set_graphs). */
+    int overlap = share && st->zero_stage == 0;
     qwen2vl_zero_grads(st->m);
     *loss = 0.0;
     size_t n = normaliser > 0.0f ? train_data_batches(st->data) : 0;
     for (size_t i = 0; i < n; i++) {
         qwen2vl_batch b;
-        float l = 0.0f;
-        int last = share && i + 1 == n;
+        int last = overlap && i + 1 == n;
+        /* loss NULL: the model keeps each pass's loss on the backend, read once below */
         if (train_data_build(st->data, i, normaliser, &b, err) ||
-            qwen2vl_forward_backward_ready(st->m, &b, &l, last ? grad_sync_ready : NULL, st->gs,
+            qwen2vl_forward_backward_ready(st->m, &b, NULL, last ? grad_sync_ready : NULL, st->gs,
                                            err))
             return adapt_error_prefix(err, "step %llu micro-batch %zu: ",
                                       (unsigned long long)st->step + 1, i);
-        *loss += l;
     }
+    /* the passes' float losses summed in a double in pass order, as a += per pass did */
+    if (n && qwen2vl_loss_read(st->m, loss))
+        return adapt_fail(err, ADAPT_EINVAL, "step %llu: no loss on an inference-only model",
+                          (unsigned long long)st->step + 1);
     if (share && n == 0) qwen2vl_grads_ready_all(st->m, grad_sync_ready, st->gs);
     if (grad_sync_reduce(st->gs, err))
         return adapt_error_prefix(err, "step %llu: gradient sum: ",

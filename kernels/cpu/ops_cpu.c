@@ -119,6 +119,11 @@ static const ops_table cpu_table = {
     .gelu_backward_bf16        = cpu_gelu_backward_bf16,
     .lmhead_xent_bf16          = cpu_lmhead_xent_bf16,
     .adamw_step_mixed          = cpu_adamw_step_mixed,
+    /* no graphs: a launch costs nothing on the host, so there is nothing to replay */
+    .graph_begin               = NULL,
+    .graph_end                 = NULL,
+    .graph_launch              = NULL,
+    .graph_free                = NULL,
 };
 
 const ops_table *ops_cpu(void) { return &cpu_table; }

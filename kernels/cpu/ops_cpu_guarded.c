@@ -20,6 +20,13 @@
  * was measured 20x slower, all of it in the kernel's page-table updates). The results are the
  * CPU table's, bit for bit.
  *
+ * Graphs: the table emulates CUDA graphs (graph_begin ... graph_end, graph_launch) faithfully
+ * enough to catch on the CPU what breaks a replayed graph on a GPU: a capture records each entry
+ * with its arguments instead of running it, a launch replays them as recorded (see "graphs"
+ * below), and the memory entries and sync abort inside a capture, naming the call. Attention's
+ * host copies of its launch shapes (total_tokens, max_seqlen) are checked against cu_seqlens on
+ * every call, so a stale one (as a graph replayed for the wrong batch carries) stops the run.
+ *
  * Threads: the table's entries are serialised by one recursive mutex (a depth counter keeps what
  * a nested entry opened open until the outermost one returns), so callers on several threads are
  * safe but run one entry at a time; the ops themselves may use OpenMP inside. While an entry runs,
@@ -63,6 +70,7 @@ static struct {
     int             stats;     /* 0 not yet looked up, 1 off, 2 on */
     size_t          allocs, live, peak;
     unsigned long   calls;
+    unsigned long   graphs, launches;  /* graphs captured, graph launches */
 } guard = { .lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP };
 
 static void guard_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
@@ -96,8 +104,9 @@ static void guard_enter(void)
 
 static void guard_stats_print(void)
 {
-    fprintf(stderr, "cpu-guarded: %zu allocations, peak %zu bytes live, %lu entry calls\n",
-            guard.allocs, guard.peak, guard.calls);
+    fprintf(stderr, "cpu-guarded: %zu allocations, peak %zu bytes live, %lu entry calls, %lu "
+            "graph launches of %lu graphs captured\n", guard.allocs, guard.peak, guard.calls,
+            guard.launches, guard.graphs);
 }
 
 /* The outermost entry returning locks again every range its arguments opened. */
@@ -171,10 +180,165 @@ static size_t guard_span(int rows, int cols, int ld, size_t elt)
     return ((size_t)(rows - 1) * (size_t)ld + (size_t)cols) * elt;
 }
 
+/* ---- graphs: capture and replay, as CUDA's stream capture does it -----------------------------
+ * Between graph_begin and graph_end an entry called on the capturing thread RUNS NOTHING: it
+ * records itself and a copy of its arguments (scalars and pointers by value, the ops_rope /
+ * ops_attn descriptors by value, grad_norm's host arrays copied), exactly what a CUDA graph keeps
+ * of a kernel launch. graph_launch replays the recorded calls through the same entries (checks,
+ * page opening, the CPU op). So a host value the caller computes per batch and passes to an op
+ * is frozen at its capture-time value on every replay, as on a GPU: a caller that replays a graph
+ * for a batch whose host values differ gets wrong results here too, which is what the model's
+ * graph tests catch. The memory entries and sync abort inside a capture (stream capture fails
+ * there: a copy from pageable host memory or a wait cannot be captured). Capture is per thread
+ * (cudaStreamCaptureModeThreadLocal): other threads' entries run as usual. */
+typedef union graph_arg {
+    void  *p;
+    int    i;
+    size_t z;
+    float  f;
+    double d;
+} graph_arg;
+
+#define GRAPH_MAX_ARGS 14
+
+typedef struct graph_call {
+    void     (*replay)(const struct graph_call *c);
+    graph_arg  a[GRAPH_MAX_ARGS];
+    ops_rope   rope;           /* the descriptor, copied at capture */
+    ops_attn   attn;
+    float    **tensors;        /* grad_norm_f32's arrays, copied at capture (else NULL) */
+    size_t    *lens;
+} graph_call;
+
+typedef struct guard_graph {
+    graph_call *calls;
+    size_t      n, cap;
+} guard_graph;
+
+/* the graph this thread is capturing, or NULL */
+static __thread guard_graph *graph_capture;
+
+#define GP(x) { .p = (void *)(x) }
+#define GI(x) { .i = (x) }
+#define GZ(x) { .z = (x) }
+#define GF(x) { .f = (x) }
+#define GD(x) { .d = (x) }
+
+static void graph_free_calls(guard_graph *g)
+{
+    for (size_t i = 0; i < g->n; i++) {
+        free(g->calls[i].tensors);
+        free(g->calls[i].lens);
+    }
+    free(g->calls);
+}
+
+/* Appends one call to the graph being captured; its slot is returned for the caller's extras. */
+static graph_call *graph_record(void (*replay)(const graph_call *), const graph_arg *args,
+                                size_t n_args, const ops_rope *rope, const ops_attn *attn)
+{
+    guard_graph *g = graph_capture;
+    if (n_args > GRAPH_MAX_ARGS) guard_die("graph capture: %zu arguments", n_args);
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? 2 * g->cap : 256;
+        graph_call *c = realloc(g->calls, cap * sizeof *c);
+        if (!c) guard_die("graph capture: out of host memory for %zu calls", cap);
+        g->calls = c;
+        g->cap = cap;
+    }
+    graph_call *c = &g->calls[g->n++];
+    memset(c, 0, sizeof *c);
+    c->replay = replay;
+    memcpy(c->a, args, n_args * sizeof *args);
+    if (rope) c->rope = *rope;
+    if (attn) c->attn = *attn;
+    return c;
+}
+
+/* Inside an entry, first: record it and return when this thread is capturing. The argument
+ * checks run at each replay, as a device faults when the graph runs, not when it is captured. */
+#define GRAPH_RECORD(replay, rope, attn, ...)                                             \
+    do {                                                                                  \
+        if (graph_capture) {                                                              \
+            const graph_arg args_[] = { __VA_ARGS__ };                                    \
+            graph_record(replay, args_, sizeof args_ / sizeof args_[0], rope, attn);      \
+            return;                                                                       \
+        }                                                                                 \
+    } while (0)
+
+/* The calls that cannot be captured: on CUDA the capture fails, here the run stops, naming it. */
+static void graph_refuse(const char *call)
+{
+    if (!graph_capture) return;
+    fprintf(stderr, "cpu-guarded: %s inside a graph capture (between graph_begin and graph_end "
+                    "only ops may be issued: no mem_alloc, mem_free, mem_upload, mem_download, "
+                    "mem_copy or sync; a CUDA stream capture fails there)\n", call);
+    abort();
+}
+
+/* the replays (after the entries, each of which records its own): one per entry */
+static void r_add_f32(const graph_call *c);
+static void r_axpy_f32(const graph_call *c);
+static void r_fill_f32(const graph_call *c);
+static void r_matmul_f32(const graph_call *c);
+static void r_bias_add_f32(const graph_call *c);
+static void r_bias_backward_f32(const graph_call *c);
+static void r_embedding_forward_f32(const graph_call *c);
+static void r_embedding_backward_f32(const graph_call *c);
+static void r_scatter_rows_forward_f32(const graph_call *c);
+static void r_scatter_rows_backward_f32(const graph_call *c);
+static void r_layernorm_forward_f32(const graph_call *c);
+static void r_layernorm_backward_f32(const graph_call *c);
+static void r_rmsnorm_forward_f32(const graph_call *c);
+static void r_rmsnorm_backward_f32(const graph_call *c);
+static void r_rope_forward_f32(const graph_call *c);
+static void r_rope_backward_f32(const graph_call *c);
+static void r_attention_forward_f32(const graph_call *c);
+static void r_attention_backward_f32(const graph_call *c);
+static void r_swiglu_forward_f32(const graph_call *c);
+static void r_swiglu_backward_f32(const graph_call *c);
+static void r_quickgelu_forward_f32(const graph_call *c);
+static void r_quickgelu_backward_f32(const graph_call *c);
+static void r_gelu_forward_f32(const graph_call *c);
+static void r_gelu_backward_f32(const graph_call *c);
+static void r_lmhead_xent_f32(const graph_call *c);
+static void r_adamw_step_f32(const graph_call *c);
+static void r_f32_to_bf16(const graph_call *c);
+static void r_bf16_to_f32(const graph_call *c);
+static void r_add_bf16(const graph_call *c);
+static void r_axpy_bf16(const graph_call *c);
+static void r_fill_bf16(const graph_call *c);
+static void r_matmul_bf16(const graph_call *c);
+static void r_matmul_bf16_f32out(const graph_call *c);
+static void r_bias_add_bf16(const graph_call *c);
+static void r_bias_backward_bf16(const graph_call *c);
+static void r_embedding_forward_bf16(const graph_call *c);
+static void r_embedding_backward_bf16(const graph_call *c);
+static void r_scatter_rows_forward_bf16(const graph_call *c);
+static void r_scatter_rows_backward_bf16(const graph_call *c);
+static void r_layernorm_forward_bf16(const graph_call *c);
+static void r_layernorm_backward_bf16(const graph_call *c);
+static void r_rmsnorm_forward_bf16(const graph_call *c);
+static void r_rmsnorm_backward_bf16(const graph_call *c);
+static void r_rope_forward_bf16(const graph_call *c);
+static void r_rope_backward_bf16(const graph_call *c);
+static void r_attention_forward_bf16(const graph_call *c);
+static void r_attention_backward_bf16(const graph_call *c);
+static void r_swiglu_forward_bf16(const graph_call *c);
+static void r_swiglu_backward_bf16(const graph_call *c);
+static void r_quickgelu_forward_bf16(const graph_call *c);
+static void r_quickgelu_backward_bf16(const graph_call *c);
+static void r_gelu_forward_bf16(const graph_call *c);
+static void r_gelu_backward_bf16(const graph_call *c);
+static void r_lmhead_xent_bf16(const graph_call *c);
+static void r_adamw_step_mixed(const graph_call *c);
+static void r_grad_norm_f32(const graph_call *c);
+
 /* ---- memory ------------------------------------------------------------------------------- */
 
 static void *guard_alloc(size_t bytes)
 {
+    graph_refuse("mem_alloc");
     pthread_mutex_lock(&guard.lock);
     if (!guard.page) guard.page = (uintptr_t)sysconf(_SC_PAGESIZE);
     if (!guard.stats) {
@@ -208,6 +372,7 @@ static void *guard_alloc(size_t bytes)
 
 static void guard_free(void *p)
 {
+    graph_refuse("mem_free");
     if (!p) return;
     pthread_mutex_lock(&guard.lock);
     size_t i = 0;
@@ -222,6 +387,7 @@ static void guard_free(void *p)
 
 static void guard_upload(void *dst, const void *src_host, size_t bytes)
 {
+    graph_refuse("mem_upload");
     guard_enter();
     DEV("mem_upload", dst, bytes);
     HOST("mem_upload", src_host, bytes);
@@ -231,6 +397,7 @@ static void guard_upload(void *dst, const void *src_host, size_t bytes)
 
 static void guard_download(void *dst_host, const void *src, size_t bytes)
 {
+    graph_refuse("mem_download");
     guard_enter();
     DEV("mem_download", src, bytes);
     HOST("mem_download", dst_host, bytes);
@@ -240,6 +407,7 @@ static void guard_download(void *dst_host, const void *src, size_t bytes)
 
 static void guard_copy(void *dst, const void *src, size_t bytes)
 {
+    graph_refuse("mem_copy");
     guard_enter();
     DEV("mem_copy", dst, bytes);
     DEV("mem_copy", src, bytes);
@@ -251,6 +419,7 @@ static void guard_copy(void *dst, const void *src, size_t bytes)
  * recorded (a bf16 twin's failed scratch allocation) is reported as the cpu table reports it. */
 static int guard_sync(char *msg, size_t len)
 {
+    graph_refuse("sync");
     if (ops_cpu()->sync(msg, len) != 0) return -1;
     return ops_cpu_bf16_error(msg, len);
 }
@@ -259,6 +428,7 @@ static int guard_sync(char *msg, size_t len)
 
 static void g_add_f32(float *y, const float *a, const float *b, size_t n)
 {
+    GRAPH_RECORD(r_add_f32, NULL, NULL, GP(y), GP(a), GP(b), GZ(n));
     guard_enter();
     DEV("add_f32", y, n * F32); DEV("add_f32", a, n * F32); DEV("add_f32", b, n * F32);
     ops_cpu()->add_f32(y, a, b, n);
@@ -267,6 +437,7 @@ static void g_add_f32(float *y, const float *a, const float *b, size_t n)
 
 static void g_axpy_f32(float *y, float alpha, const float *x, size_t n)
 {
+    GRAPH_RECORD(r_axpy_f32, NULL, NULL, GP(y), GF(alpha), GP(x), GZ(n));
     guard_enter();
     DEV("axpy_f32", y, n * F32); DEV("axpy_f32", x, n * F32);
     ops_cpu()->axpy_f32(y, alpha, x, n);
@@ -275,6 +446,7 @@ static void g_axpy_f32(float *y, float alpha, const float *x, size_t n)
 
 static void g_fill_f32(float *y, float value, size_t n)
 {
+    GRAPH_RECORD(r_fill_f32, NULL, NULL, GP(y), GF(value), GZ(n));
     guard_enter();
     DEV("fill_f32", y, n * F32);
     ops_cpu()->fill_f32(y, value, n);
@@ -297,6 +469,9 @@ static void g_matmul_f32(float *c, const float *a, const float *b, int m, int n,
                          int trans_a, int trans_b, int lda, int ldb, int ldc, float alpha,
                          float beta)
 {
+    GRAPH_RECORD(r_matmul_f32, NULL, NULL,
+                 GP(c), GP(a), GP(b), GI(m), GI(n), GI(k), GI(trans_a), GI(trans_b), GI(lda),
+                 GI(ldb), GI(ldc), GF(alpha), GF(beta));
     guard_enter();
     guard_matmul_args("matmul_f32", c, a, b, m, n, k, trans_a, trans_b, lda, ldb, ldc, F32, F32);
     ops_cpu()->matmul_f32(c, a, b, m, n, k, trans_a, trans_b, lda, ldb, ldc, alpha, beta);
@@ -305,6 +480,7 @@ static void g_matmul_f32(float *c, const float *a, const float *b, int m, int n,
 
 static void g_bias_add_f32(float *y, const float *bias, int rows, int n, int ldy)
 {
+    GRAPH_RECORD(r_bias_add_f32, NULL, NULL, GP(y), GP(bias), GI(rows), GI(n), GI(ldy));
     guard_enter();
     DEV("bias_add_f32", y, guard_span(rows, n, ldy, F32));
     DEV("bias_add_f32", bias, rows > 0 ? guard_span(1, n, n, F32) : 0);
@@ -314,6 +490,7 @@ static void g_bias_add_f32(float *y, const float *bias, int rows, int n, int ldy
 
 static void g_bias_backward_f32(float *dbias, const float *dy, int rows, int n, int ldy)
 {
+    GRAPH_RECORD(r_bias_backward_f32, NULL, NULL, GP(dbias), GP(dy), GI(rows), GI(n), GI(ldy));
     guard_enter();
     DEV("bias_backward_f32", dbias, guard_span(1, n, n, F32));
     DEV("bias_backward_f32", dy, guard_span(rows, n, ldy, F32));
@@ -333,6 +510,7 @@ static void guard_rows_elt(const void *w, const int *ids, int T, int d, size_t e
 
 static void g_embedding_forward_f32(float *y, const float *w, const int *ids, int T, int d)
 {
+    GRAPH_RECORD(r_embedding_forward_f32, NULL, NULL, GP(y), GP(w), GP(ids), GI(T), GI(d));
     guard_enter();
     DEV("embedding_forward_f32", y, guard_span(T, d, d, F32));
     DEV("embedding_forward_f32", ids, guard_span(1, T, T, I32));
@@ -343,6 +521,7 @@ static void g_embedding_forward_f32(float *y, const float *w, const int *ids, in
 
 static void g_embedding_backward_f32(float *dw, const float *dy, const int *ids, int T, int d)
 {
+    GRAPH_RECORD(r_embedding_backward_f32, NULL, NULL, GP(dw), GP(dy), GP(ids), GI(T), GI(d));
     guard_enter();
     DEV("embedding_backward_f32", dy, guard_span(T, d, d, F32));
     DEV("embedding_backward_f32", ids, guard_span(1, T, T, I32));
@@ -353,6 +532,7 @@ static void g_embedding_backward_f32(float *dw, const float *dy, const int *ids,
 
 static void g_scatter_rows_forward_f32(float *y, const float *src, const int *pos, int n, int d)
 {
+    GRAPH_RECORD(r_scatter_rows_forward_f32, NULL, NULL, GP(y), GP(src), GP(pos), GI(n), GI(d));
     guard_enter();
     DEV("scatter_rows_forward_f32", src, guard_span(n, d, d, F32));
     DEV("scatter_rows_forward_f32", pos, guard_span(1, n, n, I32));
@@ -363,6 +543,7 @@ static void g_scatter_rows_forward_f32(float *y, const float *src, const int *po
 
 static void g_scatter_rows_backward_f32(float *dsrc, float *dy, const int *pos, int n, int d)
 {
+    GRAPH_RECORD(r_scatter_rows_backward_f32, NULL, NULL, GP(dsrc), GP(dy), GP(pos), GI(n), GI(d));
     guard_enter();
     DEV("scatter_rows_backward_f32", dsrc, guard_span(n, d, d, F32));
     DEV("scatter_rows_backward_f32", pos, guard_span(1, n, n, I32));
@@ -374,6 +555,8 @@ static void g_scatter_rows_backward_f32(float *dsrc, float *dy, const int *pos, 
 static void g_layernorm_forward_f32(float *y, float *mean, float *rstd, const float *x,
                                     const float *w, const float *b, int T, int d, float eps)
 {
+    GRAPH_RECORD(r_layernorm_forward_f32, NULL, NULL,
+                 GP(y), GP(mean), GP(rstd), GP(x), GP(w), GP(b), GI(T), GI(d), GF(eps));
     guard_enter();
     size_t td = guard_span(T, d, d, F32), t1 = guard_span(1, T, T, F32);
     size_t d1 = T > 0 ? guard_span(1, d, d, F32) : 0;
@@ -388,6 +571,8 @@ static void g_layernorm_backward_f32(float *dx, float *dw, float *db, const floa
                                      const float *x, const float *w, const float *mean,
                                      const float *rstd, int T, int d)
 {
+    GRAPH_RECORD(r_layernorm_backward_f32, NULL, NULL,
+                 GP(dx), GP(dw), GP(db), GP(dy), GP(x), GP(w), GP(mean), GP(rstd), GI(T), GI(d));
     guard_enter();
     size_t td = guard_span(T, d, d, F32), t1 = guard_span(1, T, T, F32);
     size_t d1 = T > 0 ? guard_span(1, d, d, F32) : 0;
@@ -403,6 +588,8 @@ static void g_layernorm_backward_f32(float *dx, float *dw, float *db, const floa
 static void g_rmsnorm_forward_f32(float *y, float *rstd, float *res, const float *x,
                                   const float *w, int T, int d, float eps)
 {
+    GRAPH_RECORD(r_rmsnorm_forward_f32, NULL, NULL,
+                 GP(y), GP(rstd), GP(res), GP(x), GP(w), GI(T), GI(d), GF(eps));
     guard_enter();
     size_t td = guard_span(T, d, d, F32);
     DEV("rmsnorm_forward_f32", y, td); DEV("rmsnorm_forward_f32", res, td);
@@ -416,6 +603,8 @@ static void g_rmsnorm_forward_f32(float *y, float *rstd, float *res, const float
 static void g_rmsnorm_backward_f32(float *du, float *dw, const float *dy, const float *u,
                                    const float *w, const float *rstd, int T, int d)
 {
+    GRAPH_RECORD(r_rmsnorm_backward_f32, NULL, NULL,
+                 GP(du), GP(dw), GP(dy), GP(u), GP(w), GP(rstd), GI(T), GI(d));
     guard_enter();
     size_t td = guard_span(T, d, d, F32), d1 = T > 0 ? guard_span(1, d, d, F32) : 0;
     DEV("rmsnorm_backward_f32", du, td); DEV("rmsnorm_backward_f32", dy, td);
@@ -438,6 +627,7 @@ static void guard_rope_args(const char *op, const void *x, size_t elt, const int
 static void g_rope_forward_f32(float *x, const int *pos, int T, int n_heads, int ldx,
                                const ops_rope *rope)
 {
+    GRAPH_RECORD(r_rope_forward_f32, rope, NULL, GP(x), GP(pos), GI(T), GI(n_heads), GI(ldx));
     guard_enter();
     guard_rope_args("rope_forward_f32", x, F32, pos, T, n_heads, ldx, rope);
     ops_cpu()->rope_forward_f32(x, pos, T, n_heads, ldx, rope);
@@ -447,6 +637,7 @@ static void g_rope_forward_f32(float *x, const int *pos, int T, int n_heads, int
 static void g_rope_backward_f32(float *dx, const int *pos, int T, int n_heads, int ldx,
                                 const ops_rope *rope)
 {
+    GRAPH_RECORD(r_rope_backward_f32, rope, NULL, GP(dx), GP(pos), GI(T), GI(n_heads), GI(ldx));
     guard_enter();
     guard_rope_args("rope_backward_f32", dx, F32, pos, T, n_heads, ldx, rope);
     ops_cpu()->rope_backward_f32(dx, pos, T, n_heads, ldx, rope);
@@ -461,6 +652,22 @@ static void guard_attn_args(const char *op, const ops_attn *a, size_t elt, size_
     guard_host(a, sizeof *a, op, "attn");
     guard_dev(a->cu_seqlens, guard_span(1, a->num_seqs + 1, a->num_seqs + 1, I32), op,
               "attn->cu_seqlens");
+    /* The host copies are launch shapes on a GPU (grid size, tile loops): one that disagrees
+     * with the device's cu_seqlens (a value kept from another batch, a replayed graph's) drops
+     * or invents work there, though the CPU twin reads only cu_seqlens. Checked here, the
+     * segments being open now. */
+    if (a->num_seqs > 0) {
+        int longest = 0;
+        for (int s = 0; s < a->num_seqs; s++)
+            if (a->cu_seqlens[s + 1] - a->cu_seqlens[s] > longest)
+                longest = a->cu_seqlens[s + 1] - a->cu_seqlens[s];
+        if (a->cu_seqlens[0] != 0 || a->cu_seqlens[a->num_seqs] != a->total_tokens ||
+            longest != a->max_seqlen)
+            guard_die("%s: attn->total_tokens %d and max_seqlen %d, but cu_seqlens runs from %d "
+                      "to %d with a longest segment of %d (a launch shape out of date)", op,
+                      a->total_tokens, a->max_seqlen, a->cu_seqlens[0],
+                      a->cu_seqlens[a->num_seqs], longest);
+    }
     int T = a->total_tokens, kv = a->num_kv_heads * a->head_dim;
     *q = guard_span(T, a->num_heads * a->head_dim, a->ldq, elt);
     *k = guard_span(T, kv, a->ldk, elt);
@@ -472,6 +679,7 @@ static void guard_attn_args(const char *op, const ops_attn *a, size_t elt, size_
 static void g_attention_forward_f32(float *o, float *lse, const float *q, const float *k,
                                     const float *v, const ops_attn *attn)
 {
+    GRAPH_RECORD(r_attention_forward_f32, NULL, attn, GP(o), GP(lse), GP(q), GP(k), GP(v));
     guard_enter();
     size_t sq, skv, sv, so, sl;
     guard_attn_args("attention_forward_f32", attn, F32, &sq, &skv, &sv, &so, &sl);
@@ -486,6 +694,8 @@ static void g_attention_backward_f32(float *dq, float *dk, float *dv, const floa
                                      const float *q, const float *k, const float *v, const float *o,
                                      const float *lse, const ops_attn *attn)
 {
+    GRAPH_RECORD(r_attention_backward_f32, NULL, attn,
+                 GP(dq), GP(dk), GP(dv), GP(dout), GP(q), GP(k), GP(v), GP(o), GP(lse));
     guard_enter();
     size_t sq, skv, sv, so, sl;
     guard_attn_args("attention_backward_f32", attn, F32, &sq, &skv, &sv, &so, &sl);
@@ -501,6 +711,8 @@ static void g_attention_backward_f32(float *dq, float *dk, float *dv, const floa
 static void g_swiglu_forward_f32(float *y, const float *gate, const float *up, int T, int n,
                                  int ld_in)
 {
+    GRAPH_RECORD(r_swiglu_forward_f32, NULL, NULL,
+                 GP(y), GP(gate), GP(up), GI(T), GI(n), GI(ld_in));
     guard_enter();
     size_t si = guard_span(T, n, ld_in, F32);
     DEV("swiglu_forward_f32", y, guard_span(T, n, n, F32));
@@ -512,6 +724,8 @@ static void g_swiglu_forward_f32(float *y, const float *gate, const float *up, i
 static void g_swiglu_backward_f32(float *dgate, float *dup, const float *dy, const float *gate,
                                   const float *up, int T, int n, int ld_in)
 {
+    GRAPH_RECORD(r_swiglu_backward_f32, NULL, NULL,
+                 GP(dgate), GP(dup), GP(dy), GP(gate), GP(up), GI(T), GI(n), GI(ld_in));
     guard_enter();
     size_t si = guard_span(T, n, ld_in, F32);
     DEV("swiglu_backward_f32", dgate, si); DEV("swiglu_backward_f32", dup, si);
@@ -523,6 +737,7 @@ static void g_swiglu_backward_f32(float *dgate, float *dup, const float *dy, con
 
 static void g_quickgelu_forward_f32(float *y, const float *x, size_t n)
 {
+    GRAPH_RECORD(r_quickgelu_forward_f32, NULL, NULL, GP(y), GP(x), GZ(n));
     guard_enter();
     DEV("quickgelu_forward_f32", y, n * F32); DEV("quickgelu_forward_f32", x, n * F32);
     ops_cpu()->quickgelu_forward_f32(y, x, n);
@@ -531,6 +746,7 @@ static void g_quickgelu_forward_f32(float *y, const float *x, size_t n)
 
 static void g_quickgelu_backward_f32(float *dx, const float *dy, const float *x, size_t n)
 {
+    GRAPH_RECORD(r_quickgelu_backward_f32, NULL, NULL, GP(dx), GP(dy), GP(x), GZ(n));
     guard_enter();
     DEV("quickgelu_backward_f32", dx, n * F32); DEV("quickgelu_backward_f32", dy, n * F32);
     DEV("quickgelu_backward_f32", x, n * F32);
@@ -540,6 +756,7 @@ static void g_quickgelu_backward_f32(float *dx, const float *dy, const float *x,
 
 static void g_gelu_forward_f32(float *y, const float *x, size_t n)
 {
+    GRAPH_RECORD(r_gelu_forward_f32, NULL, NULL, GP(y), GP(x), GZ(n));
     guard_enter();
     DEV("gelu_forward_f32", y, n * F32); DEV("gelu_forward_f32", x, n * F32);
     ops_cpu()->gelu_forward_f32(y, x, n);
@@ -548,6 +765,7 @@ static void g_gelu_forward_f32(float *y, const float *x, size_t n)
 
 static void g_gelu_backward_f32(float *dx, const float *dy, const float *x, size_t n)
 {
+    GRAPH_RECORD(r_gelu_backward_f32, NULL, NULL, GP(dx), GP(dy), GP(x), GZ(n));
     guard_enter();
     DEV("gelu_backward_f32", dx, n * F32); DEV("gelu_backward_f32", dy, n * F32);
     DEV("gelu_backward_f32", x, n * F32);
@@ -559,6 +777,9 @@ static void g_lmhead_xent_f32(float *loss, float *dh, float *dw, const float *h,
                               const int *labels, int T, int d, int V, float normaliser,
                               float *work, size_t work_len)
 {
+    GRAPH_RECORD(r_lmhead_xent_f32, NULL, NULL,
+                 GP(loss), GP(dh), GP(dw), GP(h), GP(w), GP(labels), GI(T), GI(d), GI(V),
+                 GF(normaliser), GP(work), GZ(work_len));
     guard_enter();
     size_t td = guard_span(T, d, d, F32), vd = guard_span(V, d, d, F32);
     DEV("lmhead_xent_f32", loss, F32);
@@ -573,6 +794,18 @@ static void g_lmhead_xent_f32(float *loss, float *dh, float *dw, const float *h,
 static void g_grad_norm_f32(float *norm, float *scale, const float *const *tensors,
                             const size_t *lens, int count, float max_norm)
 {
+    if (graph_capture) {  /* the arrays are host memory the caller may reuse: copied */
+        const graph_arg args[] = { GP(norm), GP(scale), GI(count), GF(max_norm) };
+        graph_call *c = graph_record(r_grad_norm_f32, args, 4, NULL, NULL);
+        if (count > 0) {
+            c->tensors = malloc((size_t)count * sizeof *c->tensors);
+            c->lens = malloc((size_t)count * sizeof *c->lens);
+            if (!c->tensors || !c->lens) guard_die("grad_norm_f32: out of host memory in capture");
+            memcpy(c->tensors, tensors, (size_t)count * sizeof *c->tensors);
+            memcpy(c->lens, lens, (size_t)count * sizeof *c->lens);
+        }
+        return;
+    }
     guard_enter();
     DEV("grad_norm_f32", norm, F32); DEV("grad_norm_f32", scale, F32);
     if (count > 0) {
@@ -589,6 +822,9 @@ static void g_adamw_step_f32(float *p, float *m, float *v, const float *g, const
                              size_t n, double lr, double beta1, double beta2, double eps,
                              double weight_decay, int step)
 {
+    GRAPH_RECORD(r_adamw_step_f32, NULL, NULL,
+                 GP(p), GP(m), GP(v), GP(g), GP(grad_scale), GZ(n), GD(lr), GD(beta1), GD(beta2),
+                 GD(eps), GD(weight_decay), GI(step));
     guard_enter();
     DEV("adamw_step_f32", p, n * F32); DEV("adamw_step_f32", m, n * F32);
     DEV("adamw_step_f32", v, n * F32); DEV("adamw_step_f32", g, n * F32);
@@ -602,6 +838,7 @@ static void g_adamw_step_f32(float *p, float *m, float *v, const float *g, const
 
 static void g_f32_to_bf16(ops_bf16 *y, const float *x, size_t n)
 {
+    GRAPH_RECORD(r_f32_to_bf16, NULL, NULL, GP(y), GP(x), GZ(n));
     guard_enter();
     DEV("f32_to_bf16", y, n * B16); DEV("f32_to_bf16", x, n * F32);
     ops_cpu()->f32_to_bf16(y, x, n);
@@ -610,6 +847,7 @@ static void g_f32_to_bf16(ops_bf16 *y, const float *x, size_t n)
 
 static void g_bf16_to_f32(float *y, const ops_bf16 *x, size_t n)
 {
+    GRAPH_RECORD(r_bf16_to_f32, NULL, NULL, GP(y), GP(x), GZ(n));
     guard_enter();
     DEV("bf16_to_f32", y, n * F32); DEV("bf16_to_f32", x, n * B16);
     ops_cpu()->bf16_to_f32(y, x, n);
@@ -618,6 +856,7 @@ static void g_bf16_to_f32(float *y, const ops_bf16 *x, size_t n)
 
 static void g_add_bf16(ops_bf16 *y, const ops_bf16 *a, const ops_bf16 *b, size_t n)
 {
+    GRAPH_RECORD(r_add_bf16, NULL, NULL, GP(y), GP(a), GP(b), GZ(n));
     guard_enter();
     DEV("add_bf16", y, n * B16); DEV("add_bf16", a, n * B16); DEV("add_bf16", b, n * B16);
     ops_cpu()->add_bf16(y, a, b, n);
@@ -626,6 +865,7 @@ static void g_add_bf16(ops_bf16 *y, const ops_bf16 *a, const ops_bf16 *b, size_t
 
 static void g_axpy_bf16(ops_bf16 *y, float alpha, const ops_bf16 *x, size_t n)
 {
+    GRAPH_RECORD(r_axpy_bf16, NULL, NULL, GP(y), GF(alpha), GP(x), GZ(n));
     guard_enter();
     DEV("axpy_bf16", y, n * B16); DEV("axpy_bf16", x, n * B16);
     ops_cpu()->axpy_bf16(y, alpha, x, n);
@@ -634,6 +874,7 @@ static void g_axpy_bf16(ops_bf16 *y, float alpha, const ops_bf16 *x, size_t n)
 
 static void g_fill_bf16(ops_bf16 *y, float value, size_t n)
 {
+    GRAPH_RECORD(r_fill_bf16, NULL, NULL, GP(y), GF(value), GZ(n));
     guard_enter();
     DEV("fill_bf16", y, n * B16);
     ops_cpu()->fill_bf16(y, value, n);
@@ -644,6 +885,9 @@ static void g_matmul_bf16(ops_bf16 *c, const ops_bf16 *a, const ops_bf16 *b, int
                           int trans_a, int trans_b, int lda, int ldb, int ldc, float alpha,
                           float beta, const ops_bf16 *bias)
 {
+    GRAPH_RECORD(r_matmul_bf16, NULL, NULL,
+                 GP(c), GP(a), GP(b), GI(m), GI(n), GI(k), GI(trans_a), GI(trans_b), GI(lda),
+                 GI(ldb), GI(ldc), GF(alpha), GF(beta), GP(bias));
     guard_enter();
     guard_matmul_args("matmul_bf16", c, a, b, m, n, k, trans_a, trans_b, lda, ldb, ldc, B16, B16);
     DEV("matmul_bf16", bias, m > 0 ? guard_span(1, n, n, B16) : 0);
@@ -655,6 +899,9 @@ static void g_matmul_bf16_f32out(float *c, const ops_bf16 *a, const ops_bf16 *b,
                                  int k, int trans_a, int trans_b, int lda, int ldb, int ldc,
                                  float alpha, float beta)
 {
+    GRAPH_RECORD(r_matmul_bf16_f32out, NULL, NULL,
+                 GP(c), GP(a), GP(b), GI(m), GI(n), GI(k), GI(trans_a), GI(trans_b), GI(lda),
+                 GI(ldb), GI(ldc), GF(alpha), GF(beta));
     guard_enter();
     guard_matmul_args("matmul_bf16_f32out", c, a, b, m, n, k, trans_a, trans_b, lda, ldb, ldc,
                       F32, B16);
@@ -664,6 +911,7 @@ static void g_matmul_bf16_f32out(float *c, const ops_bf16 *a, const ops_bf16 *b,
 
 static void g_bias_add_bf16(ops_bf16 *y, const ops_bf16 *bias, int rows, int n, int ldy)
 {
+    GRAPH_RECORD(r_bias_add_bf16, NULL, NULL, GP(y), GP(bias), GI(rows), GI(n), GI(ldy));
     guard_enter();
     DEV("bias_add_bf16", y, guard_span(rows, n, ldy, B16));
     DEV("bias_add_bf16", bias, rows > 0 ? guard_span(1, n, n, B16) : 0);
@@ -673,6 +921,7 @@ static void g_bias_add_bf16(ops_bf16 *y, const ops_bf16 *bias, int rows, int n, 
 
 static void g_bias_backward_bf16(float *dbias, const ops_bf16 *dy, int rows, int n, int ldy)
 {
+    GRAPH_RECORD(r_bias_backward_bf16, NULL, NULL, GP(dbias), GP(dy), GI(rows), GI(n), GI(ldy));
     guard_enter();
     DEV("bias_backward_bf16", dbias, guard_span(1, n, n, F32));
     DEV("bias_backward_bf16", dy, guard_span(rows, n, ldy, B16));
@@ -682,6 +931,7 @@ static void g_bias_backward_bf16(float *dbias, const ops_bf16 *dy, int rows, int
 
 static void g_embedding_forward_bf16(ops_bf16 *y, const ops_bf16 *w, const int *ids, int T, int d)
 {
+    GRAPH_RECORD(r_embedding_forward_bf16, NULL, NULL, GP(y), GP(w), GP(ids), GI(T), GI(d));
     guard_enter();
     DEV("embedding_forward_bf16", y, guard_span(T, d, d, B16));
     DEV("embedding_forward_bf16", ids, guard_span(1, T, T, I32));
@@ -692,6 +942,7 @@ static void g_embedding_forward_bf16(ops_bf16 *y, const ops_bf16 *w, const int *
 
 static void g_embedding_backward_bf16(float *dw, const ops_bf16 *dy, const int *ids, int T, int d)
 {
+    GRAPH_RECORD(r_embedding_backward_bf16, NULL, NULL, GP(dw), GP(dy), GP(ids), GI(T), GI(d));
     guard_enter();
     DEV("embedding_backward_bf16", dy, guard_span(T, d, d, B16));
     DEV("embedding_backward_bf16", ids, guard_span(1, T, T, I32));
@@ -703,6 +954,7 @@ static void g_embedding_backward_bf16(float *dw, const ops_bf16 *dy, const int *
 static void g_scatter_rows_forward_bf16(ops_bf16 *y, const ops_bf16 *src, const int *pos, int n,
                                         int d)
 {
+    GRAPH_RECORD(r_scatter_rows_forward_bf16, NULL, NULL, GP(y), GP(src), GP(pos), GI(n), GI(d));
     guard_enter();
     DEV("scatter_rows_forward_bf16", src, guard_span(n, d, d, B16));
     DEV("scatter_rows_forward_bf16", pos, guard_span(1, n, n, I32));
@@ -714,6 +966,8 @@ static void g_scatter_rows_forward_bf16(ops_bf16 *y, const ops_bf16 *src, const 
 static void g_scatter_rows_backward_bf16(ops_bf16 *dsrc, ops_bf16 *dy, const int *pos, int n,
                                          int d)
 {
+    GRAPH_RECORD(r_scatter_rows_backward_bf16, NULL, NULL,
+                 GP(dsrc), GP(dy), GP(pos), GI(n), GI(d));
     guard_enter();
     DEV("scatter_rows_backward_bf16", dsrc, guard_span(n, d, d, B16));
     DEV("scatter_rows_backward_bf16", pos, guard_span(1, n, n, I32));
@@ -725,6 +979,8 @@ static void g_scatter_rows_backward_bf16(ops_bf16 *dsrc, ops_bf16 *dy, const int
 static void g_layernorm_forward_bf16(ops_bf16 *y, float *mean, float *rstd, const ops_bf16 *x,
                                      const ops_bf16 *w, const ops_bf16 *b, int T, int d, float eps)
 {
+    GRAPH_RECORD(r_layernorm_forward_bf16, NULL, NULL,
+                 GP(y), GP(mean), GP(rstd), GP(x), GP(w), GP(b), GI(T), GI(d), GF(eps));
     guard_enter();
     size_t td = guard_span(T, d, d, B16), t1 = guard_span(1, T, T, F32);
     size_t d1 = T > 0 ? guard_span(1, d, d, B16) : 0;
@@ -739,6 +995,8 @@ static void g_layernorm_backward_bf16(ops_bf16 *dx, float *dw, float *db, const 
                                       const ops_bf16 *x, const ops_bf16 *w, const float *mean,
                                       const float *rstd, int T, int d)
 {
+    GRAPH_RECORD(r_layernorm_backward_bf16, NULL, NULL,
+                 GP(dx), GP(dw), GP(db), GP(dy), GP(x), GP(w), GP(mean), GP(rstd), GI(T), GI(d));
     guard_enter();
     size_t td = guard_span(T, d, d, B16), t1 = guard_span(1, T, T, F32);
     size_t d16 = T > 0 ? guard_span(1, d, d, B16) : 0, d32 = T > 0 ? guard_span(1, d, d, F32) : 0;
@@ -754,6 +1012,8 @@ static void g_layernorm_backward_bf16(ops_bf16 *dx, float *dw, float *db, const 
 static void g_rmsnorm_forward_bf16(ops_bf16 *y, float *rstd, ops_bf16 *res, const ops_bf16 *x,
                                    const ops_bf16 *w, int T, int d, float eps)
 {
+    GRAPH_RECORD(r_rmsnorm_forward_bf16, NULL, NULL,
+                 GP(y), GP(rstd), GP(res), GP(x), GP(w), GI(T), GI(d), GF(eps));
     guard_enter();
     size_t td = guard_span(T, d, d, B16);
     DEV("rmsnorm_forward_bf16", y, td); DEV("rmsnorm_forward_bf16", res, td);
@@ -767,6 +1027,8 @@ static void g_rmsnorm_forward_bf16(ops_bf16 *y, float *rstd, ops_bf16 *res, cons
 static void g_rmsnorm_backward_bf16(ops_bf16 *du, float *dw, const ops_bf16 *dy, const ops_bf16 *u,
                                     const ops_bf16 *w, const float *rstd, int T, int d)
 {
+    GRAPH_RECORD(r_rmsnorm_backward_bf16, NULL, NULL,
+                 GP(du), GP(dw), GP(dy), GP(u), GP(w), GP(rstd), GI(T), GI(d));
     guard_enter();
     size_t td = guard_span(T, d, d, B16);
     DEV("rmsnorm_backward_bf16", du, td); DEV("rmsnorm_backward_bf16", dy, td);
@@ -781,6 +1043,7 @@ static void g_rmsnorm_backward_bf16(ops_bf16 *du, float *dw, const ops_bf16 *dy,
 static void g_rope_forward_bf16(ops_bf16 *x, const int *pos, int T, int n_heads, int ldx,
                                 const ops_rope *rope)
 {
+    GRAPH_RECORD(r_rope_forward_bf16, rope, NULL, GP(x), GP(pos), GI(T), GI(n_heads), GI(ldx));
     guard_enter();
     guard_rope_args("rope_forward_bf16", x, B16, pos, T, n_heads, ldx, rope);
     ops_cpu()->rope_forward_bf16(x, pos, T, n_heads, ldx, rope);
@@ -790,6 +1053,7 @@ static void g_rope_forward_bf16(ops_bf16 *x, const int *pos, int T, int n_heads,
 static void g_rope_backward_bf16(ops_bf16 *dx, const int *pos, int T, int n_heads, int ldx,
                                  const ops_rope *rope)
 {
+    GRAPH_RECORD(r_rope_backward_bf16, rope, NULL, GP(dx), GP(pos), GI(T), GI(n_heads), GI(ldx));
     guard_enter();
     guard_rope_args("rope_backward_bf16", dx, B16, pos, T, n_heads, ldx, rope);
     ops_cpu()->rope_backward_bf16(dx, pos, T, n_heads, ldx, rope);
@@ -799,6 +1063,7 @@ static void g_rope_backward_bf16(ops_bf16 *dx, const int *pos, int T, int n_head
 static void g_attention_forward_bf16(ops_bf16 *o, float *lse, const ops_bf16 *q, const ops_bf16 *k,
                                      const ops_bf16 *v, const ops_attn *attn)
 {
+    GRAPH_RECORD(r_attention_forward_bf16, NULL, attn, GP(o), GP(lse), GP(q), GP(k), GP(v));
     guard_enter();
     size_t sq, sk, sv, so, sl;
     guard_attn_args("attention_forward_bf16", attn, B16, &sq, &sk, &sv, &so, &sl);
@@ -814,6 +1079,8 @@ static void g_attention_backward_bf16(ops_bf16 *dq, ops_bf16 *dk, ops_bf16 *dv,
                                       const ops_bf16 *v, const ops_bf16 *o, const float *lse,
                                       const ops_attn *attn)
 {
+    GRAPH_RECORD(r_attention_backward_bf16, NULL, attn,
+                 GP(dq), GP(dk), GP(dv), GP(dout), GP(q), GP(k), GP(v), GP(o), GP(lse));
     guard_enter();
     size_t sq, sk, sv, so, sl;
     guard_attn_args("attention_backward_bf16", attn, B16, &sq, &sk, &sv, &so, &sl);
@@ -829,6 +1096,8 @@ static void g_attention_backward_bf16(ops_bf16 *dq, ops_bf16 *dk, ops_bf16 *dv,
 static void g_swiglu_forward_bf16(ops_bf16 *y, const ops_bf16 *gate, const ops_bf16 *up, int T,
                                   int n, int ld_in)
 {
+    GRAPH_RECORD(r_swiglu_forward_bf16, NULL, NULL,
+                 GP(y), GP(gate), GP(up), GI(T), GI(n), GI(ld_in));
     guard_enter();
     size_t si = guard_span(T, n, ld_in, B16);
     DEV("swiglu_forward_bf16", y, guard_span(T, n, n, B16));
@@ -841,6 +1110,8 @@ static void g_swiglu_backward_bf16(ops_bf16 *dgate, ops_bf16 *dup, const ops_bf1
                                    const ops_bf16 *gate, const ops_bf16 *up, int T, int n,
                                    int ld_in)
 {
+    GRAPH_RECORD(r_swiglu_backward_bf16, NULL, NULL,
+                 GP(dgate), GP(dup), GP(dy), GP(gate), GP(up), GI(T), GI(n), GI(ld_in));
     guard_enter();
     size_t si = guard_span(T, n, ld_in, B16);
     DEV("swiglu_backward_bf16", dgate, si); DEV("swiglu_backward_bf16", dup, si);
@@ -852,6 +1123,7 @@ static void g_swiglu_backward_bf16(ops_bf16 *dgate, ops_bf16 *dup, const ops_bf1
 
 static void g_quickgelu_forward_bf16(ops_bf16 *y, const ops_bf16 *x, size_t n)
 {
+    GRAPH_RECORD(r_quickgelu_forward_bf16, NULL, NULL, GP(y), GP(x), GZ(n));
     guard_enter();
     DEV("quickgelu_forward_bf16", y, n * B16); DEV("quickgelu_forward_bf16", x, n * B16);
     ops_cpu()->quickgelu_forward_bf16(y, x, n);
@@ -860,6 +1132,7 @@ static void g_quickgelu_forward_bf16(ops_bf16 *y, const ops_bf16 *x, size_t n)
 
 static void g_quickgelu_backward_bf16(ops_bf16 *dx, const ops_bf16 *dy, const ops_bf16 *x, size_t n)
 {
+    GRAPH_RECORD(r_quickgelu_backward_bf16, NULL, NULL, GP(dx), GP(dy), GP(x), GZ(n));
     guard_enter();
     DEV("quickgelu_backward_bf16", dx, n * B16); DEV("quickgelu_backward_bf16", dy, n * B16);
     DEV("quickgelu_backward_bf16", x, n * B16);
@@ -869,6 +1142,7 @@ static void g_quickgelu_backward_bf16(ops_bf16 *dx, const ops_bf16 *dy, const op
 
 static void g_gelu_forward_bf16(ops_bf16 *y, const ops_bf16 *x, size_t n)
 {
+    GRAPH_RECORD(r_gelu_forward_bf16, NULL, NULL, GP(y), GP(x), GZ(n));
     guard_enter();
     DEV("gelu_forward_bf16", y, n * B16); DEV("gelu_forward_bf16", x, n * B16);
     ops_cpu()->gelu_forward_bf16(y, x, n);
@@ -877,6 +1151,7 @@ static void g_gelu_forward_bf16(ops_bf16 *y, const ops_bf16 *x, size_t n)
 
 static void g_gelu_backward_bf16(ops_bf16 *dx, const ops_bf16 *dy, const ops_bf16 *x, size_t n)
 {
+    GRAPH_RECORD(r_gelu_backward_bf16, NULL, NULL, GP(dx), GP(dy), GP(x), GZ(n));
     guard_enter();
     DEV("gelu_backward_bf16", dx, n * B16); DEV("gelu_backward_bf16", dy, n * B16);
     DEV("gelu_backward_bf16", x, n * B16);
@@ -888,6 +1163,9 @@ static void g_lmhead_xent_bf16(float *loss, ops_bf16 *dh, float *dw, const ops_b
                                const ops_bf16 *w, const int *labels, int T, int d, int V,
                                float normaliser, float *work, size_t work_len)
 {
+    GRAPH_RECORD(r_lmhead_xent_bf16, NULL, NULL,
+                 GP(loss), GP(dh), GP(dw), GP(h), GP(w), GP(labels), GI(T), GI(d), GI(V),
+                 GF(normaliser), GP(work), GZ(work_len));
     guard_enter();
     size_t td = guard_span(T, d, d, B16);
     DEV("lmhead_xent_bf16", loss, F32);
@@ -904,6 +1182,9 @@ static void g_adamw_step_mixed(float *p, ops_bf16 *p16, float *m, float *v, cons
                                const float *grad_scale, size_t n, double lr, double beta1,
                                double beta2, double eps, double weight_decay, int step)
 {
+    GRAPH_RECORD(r_adamw_step_mixed, NULL, NULL,
+                 GP(p), GP(p16), GP(m), GP(v), GP(g), GP(grad_scale), GZ(n), GD(lr), GD(beta1),
+                 GD(beta2), GD(eps), GD(weight_decay), GI(step));
     guard_enter();
     DEV("adamw_step_mixed", p, n * F32); DEV("adamw_step_mixed", p16, n * B16);
     DEV("adamw_step_mixed", m, n * F32); DEV("adamw_step_mixed", v, n * F32);
@@ -911,6 +1192,363 @@ static void g_adamw_step_mixed(float *p, ops_bf16 *p16, float *m, float *v, cons
     ops_cpu()->adamw_step_mixed(p, p16, m, v, g, grad_scale, n, lr, beta1, beta2, eps,
                                 weight_decay, step);
     guard_leave();
+}
+
+/* ---- graph replays: each calls its entry with the recorded arguments ------------------- */
+
+static void r_add_f32(const graph_call *c)
+{
+    g_add_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].z);
+}
+
+static void r_axpy_f32(const graph_call *c)
+{
+    g_axpy_f32(c->a[0].p, c->a[1].f, c->a[2].p, c->a[3].z);
+}
+
+static void r_fill_f32(const graph_call *c)
+{
+    g_fill_f32(c->a[0].p, c->a[1].f, c->a[2].z);
+}
+
+static void r_matmul_f32(const graph_call *c)
+{
+    g_matmul_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].i, c->a[4].i, c->a[5].i, c->a[6].i,
+                 c->a[7].i, c->a[8].i, c->a[9].i, c->a[10].i, c->a[11].f, c->a[12].f);
+}
+
+static void r_bias_add_f32(const graph_call *c)
+{
+    g_bias_add_f32(c->a[0].p, c->a[1].p, c->a[2].i, c->a[3].i, c->a[4].i);
+}
+
+static void r_bias_backward_f32(const graph_call *c)
+{
+    g_bias_backward_f32(c->a[0].p, c->a[1].p, c->a[2].i, c->a[3].i, c->a[4].i);
+}
+
+static void r_embedding_forward_f32(const graph_call *c)
+{
+    g_embedding_forward_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].i, c->a[4].i);
+}
+
+static void r_embedding_backward_f32(const graph_call *c)
+{
+    g_embedding_backward_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].i, c->a[4].i);
+}
+
+static void r_scatter_rows_forward_f32(const graph_call *c)
+{
+    g_scatter_rows_forward_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].i, c->a[4].i);
+}
+
+static void r_scatter_rows_backward_f32(const graph_call *c)
+{
+    g_scatter_rows_backward_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].i, c->a[4].i);
+}
+
+static void r_layernorm_forward_f32(const graph_call *c)
+{
+    g_layernorm_forward_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].p,
+                            c->a[6].i, c->a[7].i, c->a[8].f);
+}
+
+static void r_layernorm_backward_f32(const graph_call *c)
+{
+    g_layernorm_backward_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].p,
+                             c->a[6].p, c->a[7].p, c->a[8].i, c->a[9].i);
+}
+
+static void r_rmsnorm_forward_f32(const graph_call *c)
+{
+    g_rmsnorm_forward_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].i,
+                          c->a[6].i, c->a[7].f);
+}
+
+static void r_rmsnorm_backward_f32(const graph_call *c)
+{
+    g_rmsnorm_backward_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].p,
+                           c->a[6].i, c->a[7].i);
+}
+
+static void r_rope_forward_f32(const graph_call *c)
+{
+    g_rope_forward_f32(c->a[0].p, c->a[1].p, c->a[2].i, c->a[3].i, c->a[4].i, &c->rope);
+}
+
+static void r_rope_backward_f32(const graph_call *c)
+{
+    g_rope_backward_f32(c->a[0].p, c->a[1].p, c->a[2].i, c->a[3].i, c->a[4].i, &c->rope);
+}
+
+static void r_attention_forward_f32(const graph_call *c)
+{
+    g_attention_forward_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, &c->attn);
+}
+
+static void r_attention_backward_f32(const graph_call *c)
+{
+    g_attention_backward_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].p,
+                             c->a[6].p, c->a[7].p, c->a[8].p, &c->attn);
+}
+
+static void r_swiglu_forward_f32(const graph_call *c)
+{
+    g_swiglu_forward_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].i, c->a[4].i, c->a[5].i);
+}
+
+static void r_swiglu_backward_f32(const graph_call *c)
+{
+    g_swiglu_backward_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].i,
+                          c->a[6].i, c->a[7].i);
+}
+
+static void r_quickgelu_forward_f32(const graph_call *c)
+{
+    g_quickgelu_forward_f32(c->a[0].p, c->a[1].p, c->a[2].z);
+}
+
+static void r_quickgelu_backward_f32(const graph_call *c)
+{
+    g_quickgelu_backward_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].z);
+}
+
+static void r_gelu_forward_f32(const graph_call *c)
+{
+    g_gelu_forward_f32(c->a[0].p, c->a[1].p, c->a[2].z);
+}
+
+static void r_gelu_backward_f32(const graph_call *c)
+{
+    g_gelu_backward_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].z);
+}
+
+static void r_lmhead_xent_f32(const graph_call *c)
+{
+    g_lmhead_xent_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].p, c->a[6].i,
+                      c->a[7].i, c->a[8].i, c->a[9].f, c->a[10].p, c->a[11].z);
+}
+
+static void r_adamw_step_f32(const graph_call *c)
+{
+    g_adamw_step_f32(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].z, c->a[6].d,
+                     c->a[7].d, c->a[8].d, c->a[9].d, c->a[10].d, c->a[11].i);
+}
+
+static void r_f32_to_bf16(const graph_call *c)
+{
+    g_f32_to_bf16(c->a[0].p, c->a[1].p, c->a[2].z);
+}
+
+static void r_bf16_to_f32(const graph_call *c)
+{
+    g_bf16_to_f32(c->a[0].p, c->a[1].p, c->a[2].z);
+}
+
+static void r_add_bf16(const graph_call *c)
+{
+    g_add_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].z);
+}
+
+static void r_axpy_bf16(const graph_call *c)
+{
+    g_axpy_bf16(c->a[0].p, c->a[1].f, c->a[2].p, c->a[3].z);
+}
+
+static void r_fill_bf16(const graph_call *c)
+{
+    g_fill_bf16(c->a[0].p, c->a[1].f, c->a[2].z);
+}
+
+static void r_matmul_bf16(const graph_call *c)
+{
+    g_matmul_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].i, c->a[4].i, c->a[5].i, c->a[6].i,
+                  c->a[7].i, c->a[8].i, c->a[9].i, c->a[10].i, c->a[11].f, c->a[12].f, c->a[13].p);
+}
+
+static void r_matmul_bf16_f32out(const graph_call *c)
+{
+    g_matmul_bf16_f32out(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].i, c->a[4].i, c->a[5].i,
+                         c->a[6].i, c->a[7].i, c->a[8].i, c->a[9].i, c->a[10].i, c->a[11].f,
+                         c->a[12].f);
+}
+
+static void r_bias_add_bf16(const graph_call *c)
+{
+    g_bias_add_bf16(c->a[0].p, c->a[1].p, c->a[2].i, c->a[3].i, c->a[4].i);
+}
+
+static void r_bias_backward_bf16(const graph_call *c)
+{
+    g_bias_backward_bf16(c->a[0].p, c->a[1].p, c->a[2].i, c->a[3].i, c->a[4].i);
+}
+
+static void r_embedding_forward_bf16(const graph_call *c)
+{
+    g_embedding_forward_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].i, c->a[4].i);
+}
+
+static void r_embedding_backward_bf16(const graph_call *c)
+{
+    g_embedding_backward_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].i, c->a[4].i);
+}
+
+static void r_scatter_rows_forward_bf16(const graph_call *c)
+{
+    g_scatter_rows_forward_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].i, c->a[4].i);
+}
+
+static void r_scatter_rows_backward_bf16(const graph_call *c)
+{
+    g_scatter_rows_backward_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].i, c->a[4].i);
+}
+
+static void r_layernorm_forward_bf16(const graph_call *c)
+{
+    g_layernorm_forward_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].p,
+                             c->a[6].i, c->a[7].i, c->a[8].f);
+}
+
+static void r_layernorm_backward_bf16(const graph_call *c)
+{
+    g_layernorm_backward_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].p,
+                              c->a[6].p, c->a[7].p, c->a[8].i, c->a[9].i);
+}
+
+static void r_rmsnorm_forward_bf16(const graph_call *c)
+{
+    g_rmsnorm_forward_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].i,
+                           c->a[6].i, c->a[7].f);
+}
+
+static void r_rmsnorm_backward_bf16(const graph_call *c)
+{
+    g_rmsnorm_backward_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].p,
+                            c->a[6].i, c->a[7].i);
+}
+
+static void r_rope_forward_bf16(const graph_call *c)
+{
+    g_rope_forward_bf16(c->a[0].p, c->a[1].p, c->a[2].i, c->a[3].i, c->a[4].i, &c->rope);
+}
+
+static void r_rope_backward_bf16(const graph_call *c)
+{
+    g_rope_backward_bf16(c->a[0].p, c->a[1].p, c->a[2].i, c->a[3].i, c->a[4].i, &c->rope);
+}
+
+static void r_attention_forward_bf16(const graph_call *c)
+{
+    g_attention_forward_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, &c->attn);
+}
+
+static void r_attention_backward_bf16(const graph_call *c)
+{
+    g_attention_backward_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].p,
+                              c->a[6].p, c->a[7].p, c->a[8].p, &c->attn);
+}
+
+static void r_swiglu_forward_bf16(const graph_call *c)
+{
+    g_swiglu_forward_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].i, c->a[4].i, c->a[5].i);
+}
+
+static void r_swiglu_backward_bf16(const graph_call *c)
+{
+    g_swiglu_backward_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].i,
+                           c->a[6].i, c->a[7].i);
+}
+
+static void r_quickgelu_forward_bf16(const graph_call *c)
+{
+    g_quickgelu_forward_bf16(c->a[0].p, c->a[1].p, c->a[2].z);
+}
+
+static void r_quickgelu_backward_bf16(const graph_call *c)
+{
+    g_quickgelu_backward_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].z);
+}
+
+static void r_gelu_forward_bf16(const graph_call *c)
+{
+    g_gelu_forward_bf16(c->a[0].p, c->a[1].p, c->a[2].z);
+}
+
+static void r_gelu_backward_bf16(const graph_call *c)
+{
+    g_gelu_backward_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].z);
+}
+
+static void r_lmhead_xent_bf16(const graph_call *c)
+{
+    g_lmhead_xent_bf16(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].p,
+                       c->a[6].i, c->a[7].i, c->a[8].i, c->a[9].f, c->a[10].p, c->a[11].z);
+}
+
+static void r_adamw_step_mixed(const graph_call *c)
+{
+    g_adamw_step_mixed(c->a[0].p, c->a[1].p, c->a[2].p, c->a[3].p, c->a[4].p, c->a[5].p,
+                       c->a[6].z, c->a[7].d, c->a[8].d, c->a[9].d, c->a[10].d, c->a[11].d,
+                       c->a[12].i);
+}
+
+static void r_grad_norm_f32(const graph_call *c)
+{
+    g_grad_norm_f32(c->a[0].p, c->a[1].p, (const float *const *)c->tensors, c->lens, c->a[2].i,
+                    c->a[3].f);
+}
+
+/* ---- graph entries ------------------------------------------------------------------------- */
+
+static int guard_graph_begin(char *msg, size_t len)
+{
+    if (graph_capture) {
+        if (msg && len) snprintf(msg, len, "graph_begin: this thread is already capturing");
+        return -1;
+    }
+    guard_graph *g = calloc(1, sizeof *g);
+    if (!g) {
+        if (msg && len) snprintf(msg, len, "graph_begin: out of host memory");
+        return -1;
+    }
+    graph_capture = g;
+    return 0;
+}
+
+static int guard_graph_end(void **graph, char *msg, size_t len)
+{
+    if (!graph_capture) {
+        if (msg && len) snprintf(msg, len, "graph_end: no graph_begin on this thread");
+        return -1;
+    }
+    *graph = graph_capture;
+    graph_capture = NULL;
+    pthread_mutex_lock(&guard.lock);
+    guard.graphs++;
+    pthread_mutex_unlock(&guard.lock);
+    return 0;
+}
+
+/* Replays the recorded calls in order with their recorded arguments, each through its entry. */
+static int guard_graph_launch(void *graph, char *msg, size_t len)
+{
+    if (graph_capture) {
+        if (msg && len) snprintf(msg, len, "graph_launch inside a graph capture");
+        return -1;
+    }
+    const guard_graph *g = graph;
+    pthread_mutex_lock(&guard.lock);
+    guard.launches++;
+    pthread_mutex_unlock(&guard.lock);
+    for (size_t i = 0; i < g->n; i++) g->calls[i].replay(&g->calls[i]);
+    return 0;
+}
+
+static void guard_graph_free(void *graph)
+{
+    if (!graph) return;
+    graph_free_calls(graph);
+    free(graph);
 }
 
 static const ops_table guarded_table = {
@@ -978,6 +1616,10 @@ static const ops_table guarded_table = {
     .gelu_backward_bf16         = g_gelu_backward_bf16,
     .lmhead_xent_bf16           = g_lmhead_xent_bf16,
     .adamw_step_mixed           = g_adamw_step_mixed,
+    .graph_begin                = guard_graph_begin,
+    .graph_end                  = guard_graph_end,
+    .graph_launch               = guard_graph_launch,
+    .graph_free                 = guard_graph_free,
 };
 
 const ops_table *ops_cpu_guarded(void) { return &guarded_table; }

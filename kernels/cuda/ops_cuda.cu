@@ -306,6 +306,12 @@ extern "C" void ops_cuda_bf16_to_f32(float *y, const ops_bf16 *x, size_t n)
 
 #include "bf16_extra_cuda.cuh"  /* the bf16 entries bound at the end of the table */
 
+/* the graph entries (graph_cuda.cu) */
+extern "C" int  ops_cuda_graph_begin(char *msg, size_t len);
+extern "C" int  ops_cuda_graph_end(void **graph, char *msg, size_t len);
+extern "C" int  ops_cuda_graph_launch(void *graph, char *msg, size_t len);
+extern "C" void ops_cuda_graph_free(void *graph);
+
 /* Designated initialisers in the order of ops.h (C++20's rule); every entry is set, and
  * tests/gpu/test_ops_cuda_table.c checks that none is NULL. */
 static const ops_table cuda_table = {
@@ -374,6 +380,11 @@ static const ops_table cuda_table = {
     .gelu_backward_bf16        = ops_cuda_gelu_backward_bf16,
     .lmhead_xent_bf16          = ops_cuda_lmhead_xent_bf16,
     .adamw_step_mixed          = ops_cuda_adamw_step_mixed,
+    /* stream capture of the compute stream (graph_cuda.cu) */
+    .graph_begin               = ops_cuda_graph_begin,
+    .graph_end                 = ops_cuda_graph_end,
+    .graph_launch              = ops_cuda_graph_launch,
+    .graph_free                = ops_cuda_graph_free,
 };
 
 extern "C" const ops_table *ops_cuda(void) { return &cuda_table; }

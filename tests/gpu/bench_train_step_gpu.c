@@ -4,35 +4,55 @@
  *
  * The step: zero the gradients, forward + backward over the packed micro-batch(es), AdamW through
  * worker/optim (global grad-norm clip at 1.0, weight decay 0.01, lr 1e-5, as the anchor's torch
- * AdamW defaults except the clip), all on ops_cuda(). The batch is the anchor's: B samples, each
- * one sequence of TEXT_LEN tokens (16 random text tokens, <|vision_start|>, SIDE/28 squared image
- * tokens, <|vision_end|>, random text to TEXT_LEN) with one SIDE x SIDE image ((SIDE/14)^2 patches
- * of random pixels, grid (1, SIDE/14, SIDE/14)), loss on the text after the image. The samples
- * are packed back to back as adapt-worker packs them (pack.h: one micro-batch holds every sample
- * when micro_batch_tokens >= B * TEXT_LEN); when that does not fit the device, the batch is split
- * into 2, 4, ... micro-batches whose gradients accumulate (the worker's smaller budget), and the
- * split is reported.
+ * AdamW defaults except the clip), then qwen2vl_weights_changed (bf16: the working copy rounded
+ * again from the updated fp32 master, as adapt-worker's step does), all on ops_cuda(). The batch
+ * is the anchor's: B samples, each one sequence of TEXT_LEN tokens (16 random text tokens,
+ * <|vision_start|>, SIDE/28 squared image tokens, <|vision_end|>, random text to TEXT_LEN) with
+ * one SIDE x SIDE image ((SIDE/14)^2 patches of random pixels, grid (1, SIDE/14, SIDE/14)), loss
+ * on the text after the image, packed back to back as adapt-worker packs them.
  *
- * Reported, as one JSON line: step time (median of the timed steps), samples/s, model TFLOP/s by
- * the anchor's definition (6 x parameters x tokens for each tower: vision parameters x patches +
- * (LM body + LM head) x TEXT_LEN, attention left out), the device memory the run held at its
- * peak (cudaMemGetInfo's free memory before the backend set up, minus its lowest value seen
- * after each step: everything the run allocated, cuBLASLt workspace included, the CUDA context
- * not), the bf16 matrix-product peak of the card measured here (an 8192^3 cuBLASLt bf16 product,
- * as the anchor's gemm_peak measures torch's) and the fp32 one (the path this benchmark runs).
+ * Precision (--precision, default bf16, the issue's setting): bf16 = the model's mixed path
+ * (qwen2vl_budget.precision QWEN2VL_BF16: bf16 working copy of the weights and bf16 activations,
+ * cuBLASLt bf16 products with fp32 accumulation; fp32 master weights, gradients and AdamW
+ * moments), the anchor's "fp32 master weights + bf16 autocast" counterpart; fp32 = fp32
+ * everything (cuBLASLt CUBLAS_COMPUTE_32F, TF32 off), for reference.
  *
- * Precision: THIS IS THE FP32 PATH. The model holds fp32 weights, gradients and activations and
- * runs the fp32 ops (cuBLASLt CUBLAS_COMPUTE_32F, TF32 off); the bf16 mixed-precision model is
- * not wired in yet. The output says so ("precision": "fp32").
+ * Micro-batches: the B samples are split into N equal micro-batches whose gradients accumulate
+ * (the worker's smaller micro_batch_tokens), N a divisor of B. --micro N forces N. Otherwise the
+ * fewest that work are taken: N = 1, 2, 4 ... (the divisors of B in order) until the model and
+ * optimizer can be allocated and, with --max-mem-gb X, the peak memory stays at most X. The
+ * peak is checked right after set-up (activations are planned there, so a split too big is
+ * dropped before any weights are written) and again after the warm-up steps; the timed steps
+ * are run only with the split kept.
+ *
+ * Peak memory, in GiB (2^30 B: hf_qwen2vl_step.py's "peak_mem_gb" is max_memory_allocated /
+ * 2**30, so --max-mem-gb takes the anchor's figure as it prints it): cudaMemGetInfo's free memory
+ * before the backend set up, minus the lowest free memory seen after set-up, after every
+ * micro-batch's forward + backward and after every optimizer step (the backend allocates only
+ * with cudaMalloc at set-up, never inside a step, so these samples see its high-water mark):
+ * everything the run holds, cuBLASLt workspace included, the CUDA context not — more than the
+ * anchor counts (its allocator's tensors only), never less. On a host backend (--backend) there
+ * is no cudaMemGetInfo: the figure is the model's resident bytes plus the two AdamW moments, an
+ * estimate that lets the micro-batch choice itself be tested without a GPU.
+ *
+ * Reported, as one JSON line: precision, micro-batches, step time (median of the timed steps),
+ * samples/s, model TFLOP/s by the anchor's definition (6 x parameters x tokens for each tower:
+ * vision parameters x patches + (LM body + LM head) x TEXT_LEN, attention left out), peak memory,
+ * the bf16 matrix-product peak of the card measured in this run (an 8192^3 cuBLASLt bf16 product,
+ * as the anchor's gemm_peak measures torch's) and the fp32 one, and the model TFLOP/s as a share
+ * of each.
  *
  * Config: tests/data/qwen2vl_2b_config.json, the published config.json of
  * Qwen/Qwen2-VL-2B-Instruct on Hugging Face (the same numbers as the anchor's CFG dict and
  * tests/reference/qwen2vl_ref.py's qwen2_vl_2b_config).
  *
- * Usage: bench_train_step_gpu [--backend NAME] CONFIG.json [B SIDE TEXT_LEN [STEPS [WARMUP]]]
- *        (defaults cuda, 8 448 512, 3 timed steps after 1 warm-up step; --backend cpu-guarded
- *        runs the same harness on a host table, a check of this program where there is no GPU)
- * Exit: 0 done, 1 a CUDA or model failure (named on stderr), 2 bad usage, 77 no CUDA device. */
+ * Usage: bench_train_step_gpu [--backend NAME] [--precision bf16|fp32] [--micro N]
+ *                             [--max-mem-gb X] CONFIG.json [B SIDE TEXT_LEN [STEPS [WARMUP]]]
+ *        (defaults cuda, bf16, 8 448 512, 3 timed steps after 1 warm-up step; --backend
+ *        cpu-guarded runs the same harness on a host table, a check of this program where there
+ *        is no GPU: no matrix-product peaks then, and the memory figure is the estimate above)
+ * Exit: 0 done (the JSON line; "mem_limit_met": false when even the largest split exceeds
+ * --max-mem-gb), 1 a CUDA or model failure (named on stderr), 2 bad usage, 77 no CUDA device. */
 #include "adapt_config.h"
 #include "model_config.h"
 #include "ops.h"
@@ -239,23 +259,156 @@ static void weights_fill(qwen2vl_model *m, double std)
     free(ones);
 }
 
+/* ---- one split: the model and optimizer for B / micro samples per pass ---------------------- */
+
+typedef struct bench_run {
+    qwen2vl_model *m;
+    optim          opt;
+    int            opt_open;
+    int            micro;
+    size_t         n_vis;      /* vision tower + merger parameters ("visual" in transformers) */
+    size_t         free_min;   /* lowest cudaMemGetInfo free memory seen (cuda) */
+} bench_run;
+
+static size_t free0;  /* free device memory before the backend set up (cuda), else 0 */
+
+static void run_close(bench_run *r)
+{
+    if (r->opt_open) optim_close(&r->opt);
+    if (r->m) qwen2vl_free(r->m);
+    r->opt_open = 0;
+    r->m = NULL;
+}
+
+/* a memory sample: the high-water mark follows the lowest free memory seen */
+static void mem_sample(bench_run *r)
+{
+    size_t fr = free_bytes();
+    if (fr && fr < r->free_min) r->free_min = fr;
+}
+
+/* peak memory so far in GiB (see the top of this file: measured on cuda, an estimate on a host
+ * backend) */
+static double mem_peak_gib(const bench_run *r)
+{
+    if (ops != ops_cuda())
+        return ((double)qwen2vl_resident_bytes(r->m) + 2.0 * sizeof(float) * qwen2vl_num_params(r->m)) /
+               1073741824.0;
+    return free0 > r->free_min ? (double)(free0 - r->free_min) / 1073741824.0 : 0.0;
+}
+
+/* Model and optimizer for `micro` micro-batches of B / micro samples: 0, ADAPT_ENOMEM (does not
+ * fit: r is closed), or another code with err set. */
+static int run_open(bench_run *r, const model_config *cfg, qwen2vl_precision prec, int B,
+                    int micro, int text_len, int g, const optim_config *oc, adapt_error *err)
+{
+    memset(r, 0, sizeof *r);
+    r->micro = micro;
+    r->free_min = SIZE_MAX;
+    int per = B / micro;
+    qwen2vl_budget bud = { .max_tokens = per * text_len, .max_patches = per * g * g,
+                           .max_seqs = per, .max_images = per, .precision = prec };
+    int rc = qwen2vl_create(&r->m, cfg, &bud, ops, err);
+    if (rc) {
+        r->m = NULL;
+        run_close(r);
+        return rc;
+    }
+    size_t nt = qwen2vl_num_tensors(r->m);
+    optim_tensor *ot = calloc(nt, sizeof *ot);
+    for (size_t i = 0; i < nt; i++) {
+        const qwen2vl_tensor *q = qwen2vl_tensor_at(r->m, i);
+        ot[i] = (optim_tensor){ .offset = q->offset, .numel = q->numel, .ndim = q->ndim,
+                                .group = q->tower == QWEN2VL_TOWER_VISION ? OPTIM_GROUP_VISION
+                                                                          : OPTIM_GROUP_MAIN };
+        if (q->tower != QWEN2VL_TOWER_LLM) r->n_vis += q->numel;
+    }
+    rc = optim_init(&r->opt, ops, oc, ot, nt, qwen2vl_num_params(r->m), err);
+    free(ot);
+    if (rc) {
+        run_close(r);
+        return rc;
+    }
+    r->opt_open = 1;
+    mem_sample(r);
+    return 0;
+}
+
+/* One training step: zero grads, forward + backward over every micro-batch, AdamW, the bf16
+ * working copy refreshed. 0, or 1 with the failure on stderr. */
+static int run_step(bench_run *r, const bench_batch *bb, int *cu_mb, float *loss, float *gnorm)
+{
+    adapt_error err = {0};
+    qwen2vl_zero_grads(r->m);
+    *loss = 0;
+    for (int k = 0; k < r->micro; k++) {
+        qwen2vl_batch b = batch_part(bb, k, r->micro, cu_mb);
+        float part = 0;
+        if (qwen2vl_forward_backward(r->m, &b, &part, &err)) return fail("forward_backward", err.message);
+        *loss += part;
+        mem_sample(r);
+    }
+    double lr = 0;
+    if (optim_step(&r->opt, qwen2vl_param_buffer(r->m), qwen2vl_grad_buffer(r->m), gnorm, &lr, &err))
+        return fail("optim_step", err.message);
+    qwen2vl_weights_changed(r->m);
+    if (cuda_check("training step")) return 1;
+    mem_sample(r);
+    return 0;
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: bench_train_step_gpu [--backend NAME] [--precision bf16|fp32] "
+            "[--micro N] [--max-mem-gb X] CONFIG.json [B SIDE TEXT_LEN [STEPS [WARMUP]]]\n");
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     ops = ops_cuda();
-    if (argc > 2 && strcmp(argv[1], "--backend") == 0) {
-        ops = ops_by_name(argv[2]);
-        if (!ops) {
-            fprintf(stderr, "bench_train_step_gpu: unknown backend %s\n", argv[2]);
-            return 2;
+    qwen2vl_precision prec = QWEN2VL_BF16;
+    int micro_forced = 0;
+    double max_mem = 0;  /* GiB; 0: no limit */
+    int a = 1;
+    for (; a + 1 < argc && strncmp(argv[a], "--", 2) == 0; a += 2) {
+        const char *opt = argv[a], *val = argv[a + 1];
+        char *end = NULL;
+        if (strcmp(opt, "--backend") == 0) {
+            ops = ops_by_name(val);
+            if (!ops) {
+                fprintf(stderr, "bench_train_step_gpu: --backend: unknown backend %s\n", val);
+                return 2;
+            }
+        } else if (strcmp(opt, "--precision") == 0) {
+            if (strcmp(val, "bf16") == 0) prec = QWEN2VL_BF16;
+            else if (strcmp(val, "fp32") == 0) prec = QWEN2VL_FP32;
+            else {
+                fprintf(stderr, "bench_train_step_gpu: --precision: %s is neither bf16 nor fp32\n", val);
+                return 2;
+            }
+        } else if (strcmp(opt, "--micro") == 0) {
+            long v = strtol(val, &end, 10);
+            if (*val == 0 || *end || v < 1 || v > 1 << 20) {
+                fprintf(stderr, "bench_train_step_gpu: --micro: %s is not a positive count\n", val);
+                return 2;
+            }
+            micro_forced = (int)v;
+        } else if (strcmp(opt, "--max-mem-gb") == 0) {
+            max_mem = strtod(val, &end);
+            if (*val == 0 || *end || !(max_mem > 0)) {
+                fprintf(stderr, "bench_train_step_gpu: --max-mem-gb: %s is not a positive size "
+                        "in GiB\n", val);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "bench_train_step_gpu: unknown option %s\n", opt);
+            return usage();
         }
-        argc -= 2;
-        argv += 2;
     }
-    if (argc < 2 || argc > 7) {
-        fprintf(stderr, "usage: bench_train_step_gpu [--backend NAME] CONFIG.json "
-                "[B SIDE TEXT_LEN [STEPS [WARMUP]]]\n");
-        return 2;
-    }
+    argc -= a - 1;
+    argv += a - 1;
+    if (argc < 2 || argc > 7 || strncmp(argv[1], "--", 2) == 0) return usage();
     int B = argc > 2 ? atoi(argv[2]) : 8, side = argc > 3 ? atoi(argv[3]) : 448;
     int text_len = argc > 4 ? atoi(argv[4]) : 512, steps = argc > 5 ? atoi(argv[5]) : 3;
     int warm = argc > 6 ? atoi(argv[6]) : 1;
@@ -266,12 +419,16 @@ int main(int argc, char **argv)
                 "STEPS >= 1, WARMUP >= 0\n", PRE_TEXT + 4 + g * g / 4);
         return 2;
     }
+    if (micro_forced && B % micro_forced) {
+        fprintf(stderr, "bench_train_step_gpu: --micro %d does not divide B = %d\n", micro_forced, B);
+        return 2;
+    }
+    const char *prec_name = prec == QWEN2VL_BF16 ? "bf16" : "fp32";
     adapt_error err = {0};
     model_config cfg;
     if (model_config_load(&cfg, argv[1], &err)) return fail(argv[1], err.message) + 1;
     char device[300];
     snprintf(device, sizeof device, "host (%s)", ops->backend);
-    size_t free0 = 0;
     double peak_bf16 = 0, peak_f32 = 0;
     if (ops == ops_cuda()) {
         int ndev = 0;
@@ -288,8 +445,8 @@ int main(int argc, char **argv)
         free0 = free_bytes();  /* the context exists now: it is not counted */
         char msg[300];
         if (ops_cuda_set_device(0, msg, sizeof msg)) return fail("ops_cuda_set_device", msg);
-        fprintf(stderr, "bench_train_step_gpu: %s, %.0f GiB; fp32 path; measuring matrix-product "
-                "peaks\n", prop.name, prop.totalGlobalMem / 1073741824.0);
+        fprintf(stderr, "bench_train_step_gpu: %s, %.0f GiB; %s path; measuring matrix-product "
+                "peaks\n", prop.name, prop.totalGlobalMem / 1073741824.0, prec_name);
         peak_bf16 = gemm_tflops(8192, 1, 10);
         peak_f32 = gemm_tflops(4096, 0, 5);
     }
@@ -299,68 +456,68 @@ int main(int argc, char **argv)
     optim_config oc = { .lr = { 1e-5, 1e-5 }, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                         .weight_decay = 0.01, .max_grad_norm = 1.0, .warmup_ratio = 0,
                         .schedule = OPTIM_SCHEDULE_CONSTANT, .total_steps = (uint64_t)(warm + steps) };
-    /* the largest micro-batch with which the model and the optimizer fit: all B, then halves */
-    qwen2vl_model *m = NULL;
-    optim opt;
-    size_t n_vis = 0;
-    int micro = 1;
-    for (;;) {
-        qwen2vl_budget bud = { .max_tokens = B / micro * text_len, .max_patches = B / micro * g * g,
-                               .max_seqs = B / micro, .max_images = B / micro };
-        int rc = qwen2vl_create(&m, &cfg, &bud, ops, &err);
-        if (rc == 0) {
-            size_t nt = qwen2vl_num_tensors(m);
-            optim_tensor *ot = calloc(nt, sizeof *ot);
-            n_vis = 0;
-            for (size_t i = 0; i < nt; i++) {
-                const qwen2vl_tensor *q = qwen2vl_tensor_at(m, i);
-                ot[i] = (optim_tensor){ .offset = q->offset, .numel = q->numel, .ndim = q->ndim,
-                                        .group = q->tower == QWEN2VL_TOWER_VISION ? OPTIM_GROUP_VISION
-                                                                                  : OPTIM_GROUP_MAIN };
-                if (q->tower != QWEN2VL_TOWER_LLM) n_vis += q->numel;  /* "visual" incl. the merger */
-            }
-            rc = optim_init(&opt, ops, &oc, ot, nt, qwen2vl_num_params(m), &err);
-            free(ot);
-            if (rc == 0) break;
-            qwen2vl_free(m);
-            m = NULL;
-        }
-        if (ops == ops_cuda()) ops_cuda_clear_error();
-        if (rc != ADAPT_ENOMEM || B % (micro * 2)) return fail("model and optimizer", err.message);
-        fprintf(stderr, "bench_train_step_gpu: %d samples per micro-batch do not fit (%s); "
-                "trying %d\n", B / micro, err.message, B / micro / 2);
-        micro *= 2;
-    }
-    size_t n_params = qwen2vl_num_params(m);
-    weights_fill(m, 0.02);
-    if (cuda_check("set-up")) return 1;
-
     double *times = calloc((size_t)steps, sizeof *times);
-    size_t free_min = free_bytes();
+    int *cu_mb = malloc(((size_t)B + 1) * sizeof *cu_mb);
     float first_loss = NAN, last_loss = NAN, gnorm = 0;
-    int *cu_mb = malloc(((size_t)B / micro + 1) * sizeof *cu_mb);
-    for (int it = 0; it < warm + steps; it++) {
-        double t0 = now_s();
-        qwen2vl_zero_grads(m);
-        float loss = 0;
-        for (int k = 0; k < micro; k++) {
-            qwen2vl_batch b = batch_part(&bb, k, micro, cu_mb);
-            float part = 0;
-            if (qwen2vl_forward_backward(m, &b, &part, &err)) return fail("forward_backward", err.message);
-            loss += part;
+    bench_run run = {0};
+    int have = 0, limit_met = 1;
+    /* the splits to try, fewest micro-batches first: the divisors of B, or the forced one */
+    for (int micro = micro_forced ? micro_forced : 1; micro <= B && !have; micro++) {
+        if (B % micro) continue;
+        int next = 0;  /* the next split, 0 when this is the last one */
+        for (int k = micro + 1; !micro_forced && k <= B && !next; k++) next = B % k == 0 ? k : 0;
+        int rc = run_open(&run, &cfg, prec, B, micro, text_len, g, &oc, &err);
+        if (rc == ADAPT_ENOMEM && next) {
+            if (ops == ops_cuda()) ops_cuda_clear_error();  /* the failed cudaMalloc, recorded */
+            fprintf(stderr, "bench_train_step_gpu: %d micro-batch(es) of %d samples do not fit "
+                    "(%s); trying %d\n", micro, B / micro, err.message, next);
+            continue;
         }
-        double lr = 0;
-        if (optim_step(&opt, qwen2vl_param_buffer(m), qwen2vl_grad_buffer(m), &gnorm, &lr, &err))
-            return fail("optim_step", err.message);
-        if (cuda_check("training step")) return 1;
-        double dt = now_s() - t0;
-        size_t fr = free_bytes();
-        if (fr && fr < free_min) free_min = fr;
-        if (it == 0) first_loss = loss;
-        last_loss = loss;
-        if (it >= warm) times[it - warm] = dt;
-        fprintf(stderr, "bench_train_step_gpu: step %d%s: %.3f s, loss %.5f, grad norm %.4g\n",
-                it + 1, it < warm ? " (warm-up)" : "", dt, loss, gnorm);
+        if (rc) return fail("model and optimizer", err.message);
+        double at_setup = mem_peak_gib(&run);
+        fprintf(stderr, "bench_train_step_gpu: %d micro-batch(es) of %d samples: %.4f GiB after "
+                "set-up (resident %.4f GiB)\n", micro, B / micro, at_setup,
+                qwen2vl_resident_bytes(run.m) / 1073741824.0);
+        if (max_mem > 0 && at_setup > max_mem && next) {
+            fprintf(stderr, "bench_train_step_gpu: over --max-mem-gb %.3f; trying %d\n", max_mem, next);
+            run_close(&run);
+            continue;
+        }
+        weights_fill(run.m, 0.02);
+        if (cuda_check("set-up")) return 1;
+        int over = 0;
+        for (int it = 0; it < warm + steps; it++) {
+            double t0 = now_s();
+            float loss = 0;
+            if (run_step(&run, &bb, cu_mb, &loss, &gnorm)) return 1;
+            double dt = now_s() - t0;
+            if (it == 0) first_loss = loss;
+            last_loss = loss;
+            if (it >= warm) times[it - warm] = dt;
+            fprintf(stderr, "bench_train_step_gpu: step %d%s: %.3f s, loss %.5f, grad norm %.4g, "
+                    "peak %.4f GiB\n", it + 1, it < warm ? " (warm-up)" : "", dt, loss, gnorm,
+                    mem_peak_gib(&run));
+            /* after the warm-up (or the first step without one): a split over the limit is
+             * dropped for the next before the timed steps */
+            if (it == (warm ? warm - 1 : 0) && max_mem > 0 && mem_peak_gib(&run) > max_mem && next) {
+                fprintf(stderr, "bench_train_step_gpu: peak %.2f GiB over --max-mem-gb %.2f; "
+                        "trying %d\n", mem_peak_gib(&run), max_mem, next);
+                over = 1;
+                break;
+            }
+        }
+        if (over) {
+            run_close(&run);
+            continue;
+        }
+        have = 1;
+    }
+    if (!have) return fail("micro-batches", "no split of the batch was run");
+    double peak_gib = mem_peak_gib(&run);
+    if (max_mem > 0 && peak_gib > max_mem) {
+        limit_met = 0;
+        fprintf(stderr, "bench_train_step_gpu: peak %.2f GiB exceeds --max-mem-gb %.2f even with "
+                "%d micro-batches\n", peak_gib, max_mem, run.micro);
     }
     if (!isfinite(first_loss) || !isfinite(last_loss)) return fail("loss", "not finite");
     /* median of the timed steps */
@@ -369,26 +526,31 @@ int main(int argc, char **argv)
             double t = times[j]; times[j] = times[j - 1]; times[j - 1] = t;
         }
     double dt = times[steps / 2];
+    size_t n_params = qwen2vl_num_params(run.m), n_vis = run.n_vis;
     size_t V = (size_t)cfg.text.vocab_size, d = (size_t)cfg.text.hidden_size;
     double n_lm_body = (double)n_params - (double)n_vis - (double)(V * d);
     double flops = 6.0 * (double)n_vis * g * g * B + 6.0 * (n_lm_body + (double)(V * d)) * text_len * B;
-    double peak_gb = free0 > free_min ? (double)(free0 - free_min) / 1073741824.0 : 0;
+    const char *note = prec == QWEN2VL_BF16
+        ? "bf16 weights (working copy) and activations, cuBLASLt bf16 with fp32 accumulation; "
+          "fp32 master weights, gradients and AdamW moments"
+        : "fp32 weights, gradients and activations, cuBLASLt COMPUTE_32F (TF32 off)";
     printf("{\"bench\": \"adaptd train step\", \"device\": \"%s\", \"backend\": \"%s\", "
-           "\"precision\": \"fp32\", \"note\": \"fp32 weights, gradients and activations, "
-           "cuBLASLt COMPUTE_32F (TF32 off): the bf16 mixed-precision model is not wired in yet\", "
+           "\"precision\": \"%s\", \"note\": \"%s\", "
            "\"B\": %d, \"image\": %d, \"text_len\": %d, \"micro_batches\": %d, \"params\": %zu, "
            "\"vis_params\": %zu, \"model_resident_gb\": %.1f, \"step_s\": %.4f, \"samples_s\": %.2f, "
-           "\"lm_tokens_s\": %.0f, \"tflops\": %.1f, \"peak_mem_gb\": %.1f, "
+           "\"lm_tokens_s\": %.0f, \"tflops\": %.1f, \"peak_mem_gb\": %.2f, \"mem_unit\": \"GiB\", "
+           "\"peak_mem_source\": \"%s\", \"max_mem_gb\": %.2f, \"mem_limit_met\": %s, "
            "\"gemm_bf16_tflops\": %.1f, \"gemm_f32_tflops\": %.1f, \"share_of_bf16_peak\": %.3f, "
            "\"share_of_f32_peak\": %.3f, \"loss_first\": %.5f, \"loss_last\": %.5f}\n",
-           device, ops->backend, B, side, text_len, micro, n_params, n_vis,
-           qwen2vl_resident_bytes(m) / 1073741824.0, dt, B / dt, (double)B * text_len / dt,
-           flops / dt / 1e12, peak_gb, peak_bf16, peak_f32,
+           device, ops->backend, prec_name, note, B, side, text_len, run.micro, n_params, n_vis,
+           qwen2vl_resident_bytes(run.m) / 1073741824.0, dt, B / dt, (double)B * text_len / dt,
+           flops / dt / 1e12, peak_gib,
+           ops == ops_cuda() ? "cudaMemGetInfo high-water" : "estimate: resident + moments",
+           max_mem, limit_met ? "true" : "false", peak_bf16, peak_f32,
            peak_bf16 > 0 ? flops / dt / 1e12 / peak_bf16 : 0.0,
            peak_f32 > 0 ? flops / dt / 1e12 / peak_f32 : 0.0, first_loss, last_loss);
     fflush(stdout);
-    optim_close(&opt);
-    qwen2vl_free(m);
+    run_close(&run);
     free(cu_mb);
     free(times);
     free(bb.ids); free(bb.labels); free(bb.cu); free(bb.grid); free(bb.pix);

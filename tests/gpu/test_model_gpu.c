@@ -17,6 +17,11 @@
  * learning rate (a wrong update is a whole lr off). NaN never passes. Exits 77 without a device.
  * `--backend cpu-guarded` runs the same checks with that table in the GPU's place, so the harness
  * is proven where there is no GPU (suite unit).
+ * The mixed-precision model (bf16 working copy and activations, fp32 master weights, gradients
+ * and moments) is checked the same way, bf16 on the device against bf16 on the CPU (whose bf16
+ * twins round at the same points): loss relative 1e-2, every gradient tensor cosine > 0.99 and
+ * relative 2-norm error < 0.1, one AdamW step + qwen2vl_weights_changed (fp32 masters as in
+ * fp32; the loss after it within 1e-2 and different from the loss before it). NaN never passes.
  * Usage: test_model_gpu [--backend NAME] [SEED] */
 #include "adapt_config.h"
 #include "check.h"
@@ -347,6 +352,176 @@ static void run_variant(int tied)
     free(tb.pix);
 }
 
+/* ---- the mixed-precision (bf16) model: cuda bf16 against cpu bf16 --------------------------- */
+
+/* Bounds of the bf16 model on the device against the same model on the CPU. The CPU's bf16 twins
+ * (kernels/cpu/bf16_cpu.c) round at the same points as the CUDA kernels, but the sums inside a
+ * product, a norm or an attention row run in other orders, so a value near a rounding boundary
+ * can land one bf16 ulp (2^-8 relative) apart and carry that through the layers: the two are the
+ * same function to bf16 precision, not to the bit. The CPU bf16 model itself is within 9e-4
+ * (loss) and cosine 0.998 (gradients) of fp32 on such a batch (tests/unit/test_qwen2vl_bf16.c),
+ * so these bounds fail any kernel that is wrong rather than rounded differently. */
+#define BF16_LOSS_REL  1e-2   /* |loss_dev - loss_cpu| / loss_cpu */
+#define BF16_GRAD_COS  0.99   /* cosine of every tensor's gradient with the CPU's */
+#define BF16_GRAD_REL  1e-1   /* |g_dev - g_cpu| / |g_cpu| (2-norms) of every tensor */
+
+/* every tensor: cosine and relative 2-norm error of got vs ref; NaN anywhere fails both */
+static void tensors_cos(const qwen2vl_model *m, const float *got, const float *ref,
+                        const char *variant)
+{
+    double worst_cos = 1, worst_rel = 0;
+    const char *wc_name = "-", *wr_name = "-";
+    for (size_t i = 0; i < qwen2vl_num_tensors(m); i++) {
+        const qwen2vl_tensor *t = qwen2vl_tensor_at(m, i);
+        double dot = 0, ng = 0, nr = 0, nd = 0;
+        for (size_t k = 0; k < t->numel; k++) {
+            double x = got[t->offset + k], y = ref[t->offset + k];
+            dot += x * y;
+            ng += x * x;
+            nr += y * y;
+            nd += (x - y) * (x - y);
+        }
+        double cosv = ng > 0 && nr > 0 ? dot / sqrt(ng * nr) : NAN, rel = sqrt(nd / nr);
+        CHECK_MSG(cosv > BF16_GRAD_COS && rel < BF16_GRAD_REL, "%s bf16: gradient of %s: cosine "
+                  "%.6f (bound > %g), relative error %.4g (bound < %g)", variant, t->name, cosv,
+                  BF16_GRAD_COS, rel, BF16_GRAD_REL);
+        if (!(cosv >= worst_cos)) { worst_cos = cosv; wc_name = t->name; }
+        if (!(rel <= worst_rel)) { worst_rel = rel; wr_name = t->name; }
+    }
+    printf("  %-34s worst cosine %.6f (%s), worst rel %.3e (%s)\n", "bf16 gradients", worst_cos,
+           wc_name, worst_rel, wr_name);
+}
+
+/* The bf16 model (qwen2vl_budget.precision QWEN2VL_BF16) on the device and on ops_cpu() with the
+ * same fp32 master weights: forward loss, forward + backward loss and every gradient, then one
+ * AdamW step through worker/optim from the same gradients (the device's, in both) followed by
+ * qwen2vl_weights_changed, as adapt-worker steps: the fp32 masters agree as in fp32 (the
+ * optimizer is fp32 on both sides), and the loss after the step agrees to the bf16 bound, which
+ * proves the working copy was refreshed from the updated master on the device. */
+static void run_variant_bf16(int tied)
+{
+    const char *variant = tied ? "tied" : "untied";
+    printf("%s LM head, bf16 model (%s bf16 against cpu bf16):\n", variant, dev->backend);
+    char json[2048];
+    snprintf(json, sizeof json, TINY_CONFIG, tied ? "true" : "false");
+    adapt_error err = {0};
+    model_config cfg;
+    if (model_config_parse(&cfg, json, strlen(json), "tiny", &err)) {
+        CHECK_MSG(0, "%s", err.message);
+        return;
+    }
+    static tiny_batch tb;
+    tiny_batch_make(&tb);
+    qwen2vl_budget bud = { .max_tokens = tb.n, .max_patches = tb.n_patches, .max_seqs = tb.n_seqs,
+                           .max_images = tb.n_images, .precision = QWEN2VL_BF16 };
+    qwen2vl_model *mc = NULL, *mg = NULL;
+    if (qwen2vl_create(&mc, &cfg, &bud, ops_cpu(), &err)) {
+        CHECK_MSG(0, "cpu bf16 model: %s", err.message);
+        free(tb.pix);
+        return;
+    }
+    if (qwen2vl_create(&mg, &cfg, &bud, dev, &err)) {
+        CHECK_MSG(0, "%s bf16 model: %s", dev->backend, err.message);
+        qwen2vl_free(mc);
+        free(tb.pix);
+        return;
+    }
+    CHECK(qwen2vl_get_precision(mg) == QWEN2VL_BF16 && qwen2vl_get_precision(mc) == QWEN2VL_BF16);
+    size_t n = qwen2vl_num_params(mc);
+    qwen2vl_init_weights(mc, 13);
+    float *w0 = params_of(mc, n);
+    for (size_t i = 0; i < n; i++) w0[i] = 5.0f * w0[i] + 0.05f * sinf(0.61f * (float)i);
+    qwen2vl_copy_in(mc, 0, 0, n, w0);  /* copy_in rounds the working copy too */
+    qwen2vl_copy_in(mg, 0, 0, n, w0);
+
+    float lc = 0, lg = 0;
+    CHECK_MSG(qwen2vl_forward(mc, &tb.b, &lc, &err) == 0, "cpu bf16 forward: %s", err.message);
+    CHECK_MSG(qwen2vl_forward(mg, &tb.b, &lg, &err) == 0, "%s bf16 forward: %s", dev->backend,
+              err.message);
+    gpu_ok("bf16 forward");
+    double e = scalar_err(lg, lc);
+    CHECK_MSG(e <= BF16_LOSS_REL, "%s bf16: forward loss %.9g (device) vs %.9g (cpu)", variant, lg, lc);
+    printf("  %-34s %.9g vs %.9g, rel %.3e\n", "bf16 forward loss", lg, lc, e);
+
+    qwen2vl_zero_grads(mc);
+    qwen2vl_zero_grads(mg);
+    CHECK_MSG(qwen2vl_forward_backward(mc, &tb.b, &lc, &err) == 0, "cpu bf16 fwd+bwd: %s",
+              err.message);
+    CHECK_MSG(qwen2vl_forward_backward(mg, &tb.b, &lg, &err) == 0, "%s bf16 fwd+bwd: %s",
+              dev->backend, err.message);
+    gpu_ok("bf16 forward_backward");
+    e = scalar_err(lg, lc);
+    CHECK_MSG(e <= BF16_LOSS_REL, "%s bf16: training loss %.9g (device) vs %.9g (cpu)", variant,
+              lg, lc);
+    printf("  %-34s %.9g vs %.9g, rel %.3e\n", "bf16 fwd+bwd loss", lg, lc, e);
+    float *gc = grads_of(mc, n), *gg = grads_of(mg, n);
+    tensors_cos(mc, gg, gc, variant);
+
+    /* one AdamW step from the device's gradients on both sides, then the working copies */
+    qwen2vl_copy_in(mc, 1, 0, n, gg);
+    optim_config oc = { .lr = { 2e-2, 1e-2 }, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
+                        .weight_decay = 0.1, .max_grad_norm = 1.0, .warmup_ratio = 0,
+                        .schedule = OPTIM_SCHEDULE_CONSTANT, .total_steps = 2 };
+    optim_tensor *ot = optim_table(mc);
+    optim oc_cpu, oc_gpu;
+    int rc_c = optim_init(&oc_cpu, ops_cpu(), &oc, ot, qwen2vl_num_tensors(mc), n, &err);
+    CHECK_MSG(rc_c == 0, "cpu optim_init: %s", err.message);
+    int rc_g = optim_init(&oc_gpu, dev, &oc, ot, qwen2vl_num_tensors(mg), n, &err);
+    CHECK_MSG(rc_g == 0, "%s optim_init: %s", dev->backend, err.message);
+    if (rc_c == 0 && rc_g == 0) {
+        float norm_c = 0, norm_g = 0;
+        CHECK_MSG(optim_step(&oc_cpu, qwen2vl_param_buffer(mc), qwen2vl_grad_buffer(mc), &norm_c,
+                             NULL, &err) == 0, "cpu optim_step: %s", err.message);
+        CHECK_MSG(optim_step(&oc_gpu, qwen2vl_param_buffer(mg), qwen2vl_grad_buffer(mg), &norm_g,
+                             NULL, &err) == 0, "%s optim_step: %s", dev->backend, err.message);
+        qwen2vl_weights_changed(mc);
+        qwen2vl_weights_changed(mg);
+        gpu_ok("bf16 optim_step + weights_changed");
+        e = scalar_err(norm_g, norm_c);
+        CHECK_MSG(e <= 1e-6, "%s bf16: grad norm %.9g (device) vs %.9g (cpu)", variant, norm_g,
+                  norm_c);
+        float *pc = params_of(mc, n), *pg = params_of(mg, n);
+        double worst = 0;
+        size_t moved = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d = isfinite(pg[i]) ? fabs((double)pg[i] - pc[i]) : INFINITY;
+            worst = d > worst || isnan(d) ? d : worst;
+            moved += pg[i] != w0[i];
+        }
+        double rel_lr = worst / oc.lr[OPTIM_GROUP_MAIN];
+        CHECK_MSG(rel_lr <= 1e-3, "%s bf16: fp32 masters after AdamW differ by %.3g (%.3g of lr)",
+                  variant, worst, rel_lr);
+        CHECK_MSG(moved > n / 2, "%s bf16: AdamW moved only %zu of %zu parameters", variant,
+                  moved, n);
+        printf("  %-34s max |diff| %.3e = %.3e lr\n", "bf16 masters after AdamW", worst, rel_lr);
+        float la = 0, lb = 0;
+        CHECK(qwen2vl_forward(mc, &tb.b, &la, &err) == 0);
+        CHECK(qwen2vl_forward(mg, &tb.b, &lb, &err) == 0);
+        gpu_ok("bf16 forward after step");
+        e = scalar_err(lb, la);
+        CHECK_MSG(e <= BF16_LOSS_REL, "%s bf16: loss after the step %.9g (device) vs %.9g (cpu)",
+                  variant, lb, la);
+        /* the step moved the working copy: a stale copy would give the loss before the step */
+        CHECK_MSG(fabsf(lb - lg) > 1e-4f * fabsf(lg), "%s bf16: the loss after the step (%.9g) "
+                  "is the loss before it (%.9g): was the working copy refreshed?", variant, lb, lg);
+        printf("  %-34s %.9g vs %.9g, rel %.3e (before the step %.9g)\n", "bf16 loss after step",
+               lb, la, e, lg);
+        free(pc);
+        free(pg);
+    }
+    if (rc_c == 0) optim_close(&oc_cpu);
+    if (rc_g == 0) optim_close(&oc_gpu);
+    gpu_ok("bf16 optim_close");
+    free(ot);
+    free(gc);
+    free(gg);
+    free(w0);
+    qwen2vl_free(mg);
+    qwen2vl_free(mc);
+    gpu_ok("bf16 qwen2vl_free");
+    free(tb.pix);
+}
+
 int main(int argc, char **argv)
 {
     dev = ops_cuda();
@@ -379,5 +554,9 @@ int main(int argc, char **argv)
            TOL_GRAD, TOL_LOSS);
     run_variant(0);
     run_variant(1);
+    printf("bf16 bounds: loss %.0e relative, gradients cosine > %g and relative < %g per tensor\n",
+           BF16_LOSS_REL, BF16_GRAD_COS, BF16_GRAD_REL);
+    run_variant_bf16(0);
+    run_variant_bf16(1);
     return check_report("test_model_gpu");
 }

@@ -25,13 +25,9 @@ trap cleanup EXIT
 export OMP_NUM_THREADS=1
 unset ADAPTD_URL ADAPTD_TOKEN ADAPTD_TOKEN_FILE
 
+. "$(dirname "$0")/tiny_fixture.sh"
+# fail, redefined after the fixture's: adaptd's last log lines say why a job went wrong
 fail() { echo "FAIL ($CASE): $*" >&2; [ -f "$T/daemon.err" ] && tail -n 20 "$T/daemon.err" >&2; exit 1; }
-# expect CODE CMD...: runs CMD (stdout to $T/out, stderr to $T/err), fails unless it exits CODE
-expect() {
-    want=$1; shift
-    set +e; "$@" >"$T/out" 2>"$T/err"; got=$?; set -e
-    [ "$got" -eq "$want" ] || { cat "$T/out" "$T/err" >&2; fail "exit $got, wanted $want: $*"; }
-}
 grep_out() { grep -q -- "$1" "$T/$2" || { cat "$T/out" "$T/err" >&2; fail "$2 lacks '$1'"; }; }
 json() { python3 -c "import json, sys; d = json.load(open('$T/out')); print($1)"; }
 
@@ -40,12 +36,15 @@ start_daemon() {
     "$D" --listen unix:"$T/api.sock" --listen 127.0.0.1:0 --state-dir "$T/state" --data-root "$T" \
         "$@" >"$T/daemon.out" 2>"$T/daemon.err" &
     DPID=$!
-    i=0
-    while ! grep -q 'listening on http://127.0.0.1:' "$T/daemon.out" 2>/dev/null; do
+    # wait for the whole line, port digits included (the grep of the prefix alone once let an
+    # empty PORT through after a restart)
+    i=0 PORT=
+    while [ -z "$PORT" ]; do
         i=$((i + 1)); [ $i -lt 100 ] || fail "adaptd did not start"
         sleep 0.1
+        PORT=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' \
+               "$T/daemon.out" 2>/dev/null | head -n 1)
     done
-    PORT=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$T/daemon.out" | head -n 1)
 }
 
 case_cli() {
@@ -201,18 +200,7 @@ JSON
 case_train() {
     W=$(cd "$(dirname "$4")" && pwd)/$(basename "$4") TOKDIR=$5 MPIRUN=$6
     [ -x "$MPIRUN" ] || { echo "SKIP: no mpirun"; exit 77; }
-    cat >"$T/config.json" <<'JSON'
-{"model_type": "qwen2_vl", "image_token_id": 151655, "video_token_id": 151656,
- "vision_start_token_id": 151652, "vision_end_token_id": 151653, "tie_word_embeddings": true,
- "bos_token_id": 151643, "eos_token_id": 151645,
- "text_config": {"vocab_size": 151936, "hidden_size": 32, "intermediate_size": 64,
-  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-  "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]}},
- "vision_config": {"depth": 1, "embed_dim": 32, "num_heads": 4, "mlp_ratio": 2, "hidden_size": 32}}
-JSON
-    "$A" model init --config "$T/config.json" --out "$T/model" --seed 1 --tokenizer "$TOKDIR" >/dev/null
-    "$A" data generate --out "$T/gen" --count 100 --seed 3 --size 64 --jobs 2 >/dev/null
-    "$A" data import --out "$T/corpus" --jobs 2 --shard-size 10 "$T/gen/captions.jsonl" >/dev/null
+    tiny_fixture_make "$A" "$T" "$TOKDIR" --size 64
     start_daemon --slots 1 --mpirun "$MPIRUN" --worker "$W"
     export ADAPTD_URL="http://127.0.0.1:$PORT"
     cat >"$T/train.yaml" <<'YAML'

@@ -21,33 +21,16 @@
 set -eu
 CASE=$1 A=$2 W=$3 TOOL=$4 TOKDIR=$5 MPIRUN=${6:-} PY=${ADAPT_TEST_PYTHON:-${7:-}}
 [ -n "$PY" ] && [ -x "$PY" ] || PY=python3
-T=$(mktemp -d /tmp/adapt-pipeline-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-export OMP_NUM_THREADS=1
+. "$(dirname "$0")/tiny_fixture.sh"
+fixture_scratch adapt-pipeline
 
-fail() { echo "FAIL ($CASE): $*" >&2; exit 1; }
-# expect CODE CMD...: runs CMD (stdout to $T/out, stderr to $T/err), fails unless it exits CODE
-expect() {
-    want=$1; shift
-    set +e; "$@" >"$T/out" 2>"$T/err"; got=$?; set -e
-    [ "$got" -eq "$want" ] || { cat "$T/out" "$T/err" >&2; fail "exit $got, wanted $want: $*"; }
-}
 # pycheck SCRIPT ARGS...: a standard-library check; its assertion message is the failure
 pycheck() { "$PY" -c "$@" || fail "check failed"; }
 
-cat >"$T/config.json" <<'JSON'
-{"model_type": "qwen2_vl", "image_token_id": 151655, "video_token_id": 151656,
- "vision_start_token_id": 151652, "vision_end_token_id": 151653, "tie_word_embeddings": true,
- "bos_token_id": 151643, "eos_token_id": 151645,
- "text_config": {"vocab_size": 151936, "hidden_size": 32, "intermediate_size": 64,
-  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-  "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]}},
- "vision_config": {"depth": 1, "embed_dim": 32, "num_heads": 4, "mlp_ratio": 2, "hidden_size": 32}}
-JSON
-"$A" model init --config "$T/config.json" --out "$T/model" --seed 1 --tokenizer "$TOKDIR" >/dev/null
-"$A" data generate --out "$T/gen" --count 100 --seed 3 --size 64 --jobs 2 >/dev/null
+tiny_model_make "$A" "$T/config.json" "$T/model" "$TOKDIR"
+tiny_images_make "$A" "$T/gen" 100 3 --size 64
 head -n 12 "$T/gen/captions.jsonl" >"$T/gen/small.jsonl"
-"$A" data import --out "$T/corpus" --jobs 2 --shard-size 4 "$T/gen/small.jsonl" >/dev/null
+tiny_corpus_import "$A" "$T/corpus" "$T/gen/small.jsonl" 4
 
 synth_spec() {   # synth_spec NAME OUT
     cat >"$T/$1.json" <<JSON
@@ -101,7 +84,7 @@ for s in syn:
     [ ! -e "$T/syn/shards/00002.shard.tmp" ] || fail "the stale temporary file is left"
     # shards left by a run over another corpus with the same shard sizes are not taken as done
     cp "$T/gen/small.jsonl" "$T/gen/other.jsonl"
-    "$A" data import --out "$T/corpus-b" --jobs 2 --shard-size 4 "$T/gen/other.jsonl" >/dev/null
+    tiny_corpus_import "$A" "$T/corpus-b" "$T/gen/other.jsonl" 4
     cp -r "$T/syn-first" "$T/syn-b"
     sed "s#\"$T/corpus\"#\"$T/corpus-b\"#; s#\"$T/syn\"#\"$T/syn-b\"#" "$T/synth.json" >"$T/synth-b.json"
     expect 0 "$W" synthesize --spec "$T/synth-b.json"
@@ -169,7 +152,7 @@ assert seen == labels, (seen, labels)
     expect 2 "$W" filter --spec "$T/badprompt.json"
     grep -q "prompt.txt: no {precise} placeholder" "$T/err" || fail "prompt error: $(cat "$T/err")"
     # an overlay of another corpus
-    "$A" data import --out "$T/other" --jobs 2 --shard-size 6 "$T/gen/small.jsonl" >/dev/null
+    tiny_corpus_import "$A" "$T/other" "$T/gen/small.jsonl" 6
     expect 0 "$TOOL" fixture "$T/other" "$T/fix-other"
     filter_spec misaligned "$T/fix-other" "$T/f3"
     expect 2 "$W" filter --spec "$T/misaligned.json"

@@ -20,49 +20,18 @@
 # MPIRUN may be empty (ranks is then skipped, exit 77). OMP_NUM_THREADS=1 as in train_worker.sh.
 set -eu
 CASE=$1 A=$2 W=$3 TOKDIR=$4
-T=$(mktemp -d /tmp/adapt-guarded-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-export OMP_NUM_THREADS=1
-
-fail() { echo "FAIL ($CASE): $*" >&2; exit 1; }
-
-cat >"$T/config.json" <<'JSON'
-{"model_type": "qwen2_vl", "image_token_id": 151655, "video_token_id": 151656,
- "vision_start_token_id": 151652, "vision_end_token_id": 151653, "tie_word_embeddings": true,
- "bos_token_id": 151643, "eos_token_id": 151645,
- "text_config": {"vocab_size": 151936, "hidden_size": 32, "intermediate_size": 64,
-  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-  "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]}},
- "vision_config": {"depth": 1, "embed_dim": 32, "num_heads": 4, "mlp_ratio": 2, "hidden_size": 32}}
-JSON
-"$A" model init --config "$T/config.json" --out "$T/model" --seed 1 --tokenizer "$TOKDIR" >/dev/null
-"$A" data generate --out "$T/gen" --count 100 --seed 3 --min-size 64 --max-size 120 --jobs 2 >/dev/null
-"$A" data import --out "$T/corpus" --jobs 2 --shard-size 10 "$T/gen/captions.jsonl" >/dev/null
+. "$(dirname "$0")/tiny_fixture.sh"
+fixture_scratch adapt-guarded
+tiny_fixture_make "$A" "$T" "$TOKDIR" --min-size 64 --max-size 120
 
 # spec OUT STEPS EVERY [EXTRA]: a spec training the tiny model on the corpus. The images' sides
 # vary (64 to 120) and image_max_pixels lets them keep their sizes, so packed batches mix vision
 # grids; the vision tower trains, so its backward runs on the backend too.
-spec() {
-    cat >"$T/$1.json" <<JSON
-{"model_path": "$T/model", "corpus": "$T/corpus", "output_dir": "$T/$1",
- "max_steps": $2, "global_batch": 4, "micro_batch_tokens": 256, "max_seq_len": 160,
- "lr_llm": 0.01, "warmup_ratio": 0.1, "schedule": "cosine", "weight_decay": 0.01,
- "freeze_vision": false, "freeze_merger": false, "image_min_pixels": 3136,
- "image_max_pixels": 12544, "checkpoint_every": $3, "keep_last": 2, "seed": 5${4:-}}
-JSON
-}
-# expect CODE CMD...: runs CMD (stdout to $T/out, stderr to $T/err), fails unless it exits CODE
-expect() {
-    want=$1; shift
-    set +e; "$@" >"$T/out" 2>"$T/err"; got=$?; set -e
-    [ "$got" -eq "$want" ] || { cat "$T/out" "$T/err" >&2; fail "exit $got, wanted $want: $*"; }
-}
-# the reproducible part of each progress line: everything before the timings
-steps() { grep '"step":' "$1" | sed 's/, "step_seconds.*//'; }
+spec() { tiny_train_spec "$1" "$2" "$3" 12544 "${4:-}"; }
 # same_steps A B N WHAT: the two runs' progress lines agree, and there are N of them
 same_steps() {
-    steps "$1" >"$T/a.steps"
-    steps "$2" >"$T/b.steps"
+    progress_steps "$1" >"$T/a.steps"
+    progress_steps "$2" >"$T/b.steps"
     [ "$(wc -l <"$T/a.steps")" -eq "$3" ] || fail "$4: expected $3 progress lines: $(cat "$1")"
     diff "$T/a.steps" "$T/b.steps" >&2 || fail "$4: progress lines differ (above: < first, > second)"
     grep -q '"grad_norm": ' "$T/a.steps" || fail "$4: no grad_norm in the progress lines"
@@ -85,7 +54,7 @@ case_backends() {
     same_steps "$T/cpu.out" "$T/guarded.out" 6 "cpu vs cpu-guarded"
     cmp "$T/cpu/model.safetensors" "$T/guarded/model.safetensors" ||
         fail "cpu and cpu-guarded trained different weights"
-    grep '"step": 6,' "$T/guarded.out" | sed 's/, "step_seconds.*//'
+    progress_steps "$T/guarded.out" 6
     # the held-out loss command on the trained model
     expect 0 "$W" loss --spec "$T/cpu.json" --model "$T/cpu" --corpus "$T/corpus" --backend cpu
     lc=$(cat "$T/out")
@@ -102,13 +71,7 @@ case_resume() {
     # kill -9 once step 5 is printed: step 4's checkpoint may be anything from absent to done,
     # step 2's is complete
     spec cut 8 2
-    : >"$T/cut.out"
-    "$W" train --spec "$T/cut.json" --backend cpu-guarded >>"$T/cut.out" 2>"$T/cut.err" &
-    pid=$!
-    while [ "$(grep -c '"step":' "$T/cut.out" || true)" -lt 5 ]; do
-        kill -0 "$pid" 2>/dev/null || fail "the run ended before step 5: $(cat "$T/cut.err")"
-        sleep 0.05
-    done
+    run_until_step cut 5 "" "$W" train --spec "$T/cut.json" --backend cpu-guarded
     kill -9 "$pid"
     wait "$pid" 2>/dev/null || true
     [ ! -e "$T/cut/model.safetensors" ] || fail "killed run wrote final weights"
@@ -118,19 +81,13 @@ case_resume() {
     [ "$first" -ge 3 ] || fail "resumed at step $first, before the last checkpoint"
     cmp "$T/straight/model.safetensors" "$T/cut/model.safetensors" ||
         fail "cpu-guarded: resumed weights differ from the uninterrupted run's"
-    steps "$T/straight.out" | grep '"step": 8,' >"$T/a.steps"
-    steps "$T/out" | grep '"step": 8,' >"$T/b.steps"
+    progress_steps "$T/straight.out" 8 >"$T/a.steps"
+    progress_steps "$T/out" 8 >"$T/b.steps"
     cmp -s "$T/a.steps" "$T/b.steps" || fail "step 8 reports differ after the resume"
     # SIGTERM at step 3: a checkpoint at the next step boundary (the moments downloaded from the
     # backend), exit 0; then resumed once on cpu-guarded and once on cpu
     spec term 8 0
-    : >"$T/term.out"
-    "$W" train --spec "$T/term.json" --backend cpu-guarded >>"$T/term.out" 2>"$T/term.err" &
-    pid=$!
-    while [ "$(grep -c '"step":' "$T/term.out" || true)" -lt 3 ]; do
-        kill -0 "$pid" 2>/dev/null || fail "SIGTERM: the run ended before step 3: $(cat "$T/term.err")"
-        sleep 0.05
-    done
+    run_until_step term 3 "SIGTERM: " "$W" train --spec "$T/term.json" --backend cpu-guarded
     kill -TERM "$pid"
     wait "$pid" || fail "SIGTERM: exit $?: $(cat "$T/term.err")"
     ls -d "$T"/term/checkpoints/step-* >/dev/null 2>&1 || fail "SIGTERM: no checkpoint"

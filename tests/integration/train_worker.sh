@@ -25,47 +25,18 @@ set -eu
 CASE=$1 A=$2 W=$3 TOKDIR=$4
 LOSS_MARGIN=3.0
 RANKS_ATOL=1e-4
-T=$(mktemp -d /tmp/adapt-train-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-export OMP_NUM_THREADS=1
+. "$(dirname "$0")/tiny_fixture.sh"
+fixture_scratch adapt-train
+tiny_fixture_make "$A" "$T" "$TOKDIR" --size 64
 
-fail() { echo "FAIL ($CASE): $*" >&2; exit 1; }
-
-cat >"$T/config.json" <<'JSON'
-{"model_type": "qwen2_vl", "image_token_id": 151655, "video_token_id": 151656,
- "vision_start_token_id": 151652, "vision_end_token_id": 151653, "tie_word_embeddings": true,
- "bos_token_id": 151643, "eos_token_id": 151645,
- "text_config": {"vocab_size": 151936, "hidden_size": 32, "intermediate_size": 64,
-  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-  "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]}},
- "vision_config": {"depth": 1, "embed_dim": 32, "num_heads": 4, "mlp_ratio": 2, "hidden_size": 32}}
-JSON
-"$A" model init --config "$T/config.json" --out "$T/model" --seed 1 --tokenizer "$TOKDIR" >/dev/null
-"$A" data generate --out "$T/gen" --count 100 --seed 3 --size 64 --jobs 2 >/dev/null
-"$A" data import --out "$T/corpus" --jobs 2 --shard-size 10 "$T/gen/captions.jsonl" >/dev/null
-
-# spec OUT STEPS EVERY [EXTRA]: a spec training the tiny model on the corpus
-spec() {
-    cat >"$T/$1.json" <<JSON
-{"model_path": "$T/model", "corpus": "$T/corpus", "output_dir": "$T/$1",
- "max_steps": $2, "global_batch": 4, "micro_batch_tokens": 256, "max_seq_len": 160,
- "lr_llm": 0.01, "warmup_ratio": 0.1, "schedule": "cosine", "weight_decay": 0.01,
- "freeze_vision": false, "freeze_merger": false, "image_min_pixels": 3136,
- "image_max_pixels": 3136, "checkpoint_every": $3, "keep_last": 2, "seed": 5${4:-}}
-JSON
-}
-# expect CODE CMD...: runs CMD (stdout to $T/out, stderr to $T/err), fails unless it exits CODE
-expect() {
-    want=$1; shift
-    set +e; "$@" >"$T/out" 2>"$T/err"; got=$?; set -e
-    [ "$got" -eq "$want" ] || { cat "$T/out" "$T/err" >&2; fail "exit $got, wanted $want: $*"; }
-}
+# spec OUT STEPS EVERY [EXTRA]: a spec training the tiny model on the corpus (images of 56x56)
+spec() { tiny_train_spec "$1" "$2" "$3" 3136 "${4:-}"; }
 json_field() { sed -n "s/.*\"$1\": \([-0-9.e]*\).*/\1/p" "$2" | tail -n 1; }
 
 case_loss() {
-    "$A" data generate --out "$T/hgen" --count 100 --seed 99 --size 64 --jobs 2 >/dev/null
+    tiny_images_make "$A" "$T/hgen" 100 99 --size 64
     head -n 32 "$T/hgen/captions.jsonl" >"$T/hgen/held.jsonl"
-    "$A" data import --out "$T/held" --jobs 2 "$T/hgen/held.jsonl" >/dev/null
+    tiny_corpus_import "$A" "$T/held" "$T/hgen/held.jsonl"
     spec run 24 0
     expect 0 "$W" loss --spec "$T/run.json" --model "$T/model" --corpus "$T/held"
     before=$(json_field loss "$T/out")
@@ -89,13 +60,7 @@ case_resume() {
     # kill -9 once step S (3..6) is printed: the checkpoint of step 2 is complete by then, and
     # the one of step 4 may be anything from absent to half written to done
     S=$(( $(od -An -N1 -tu1 /dev/urandom) % 4 + 3 ))
-    : >"$T/cut.out"   # there before the loop below counts its lines
-    "$W" train --spec "$T/cut.json" >>"$T/cut.out" 2>"$T/cut.err" &
-    pid=$!
-    while [ "$(grep -c '"step":' "$T/cut.out" || true)" -lt "$S" ]; do
-        kill -0 "$pid" 2>/dev/null || fail "the run ended before step $S"
-        sleep 0.05
-    done
+    run_until_step cut "$S" "" "$W" train --spec "$T/cut.json"
     kill -9 "$pid"
     wait "$pid" 2>/dev/null || true
     [ ! -e "$T/cut/model.safetensors" ] || fail "killed run wrote final weights"
@@ -109,14 +74,7 @@ case_resume() {
     # SIGTERM at step 3: a checkpoint at the next step boundary, exit 0, and --resume ends
     # with the same bytes again
     spec term 8 0
-    : >"$T/term.out"
-    : >"$T/term.err"
-    "$W" train --spec "$T/term.json" >>"$T/term.out" 2>>"$T/term.err" &
-    pid=$!
-    while [ "$(grep -c '"step":' "$T/term.out" || true)" -lt 3 ]; do
-        kill -0 "$pid" 2>/dev/null || fail "SIGTERM: the run ended before step 3"
-        sleep 0.05
-    done
+    run_until_step term 3 "SIGTERM: " "$W" train --spec "$T/term.json"
     kill -TERM "$pid"
     wait "$pid" || fail "SIGTERM: exit $?: $(cat "$T/term.err")"
     ls -d "$T"/term/checkpoints/step-* >/dev/null 2>&1 || fail "SIGTERM: no checkpoint"
@@ -125,8 +83,8 @@ case_resume() {
     cmp "$T/straight/model.safetensors" "$T/term/model.safetensors" ||
         fail "weights after SIGTERM + --resume differ from the uninterrupted run's"
     # the last step reports the same loss as in the uninterrupted run
-    [ "$(grep '"step": 8,' "$T/resumed.out" | sed 's/, "step_seconds.*//')" = \
-      "$(grep '"step": 8,' "$T/straight.out" | sed 's/, "step_seconds.*//')" ] ||
+    [ "$(progress_steps "$T/resumed.out" 8)" = \
+      "$(progress_steps "$T/straight.out" 8)" ] ||
         fail "step 8 reports differ after the resume"
 }
 
@@ -217,7 +175,7 @@ case_errors() {
 case_modes() {
     # the generated LLaVA conversations imported on their own align record for record with the
     # caption corpus, so they serve as an overlay of kept tasks
-    "$A" data import --out "$T/tasks" --jobs 2 "$T/gen/llava.json" >/dev/null
+    tiny_corpus_import "$A" "$T/tasks" "$T/gen/llava.json"
     spec plain 2 0
     expect 0 "$W" train --spec "$T/plain.json"
     plain=$(json_field tokens "$T/out")

@@ -8,13 +8,7 @@ set -eu
 W=$1
 T=$(mktemp -d /tmp/adapt-backend-XXXXXX)
 trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-# expect CODE CMD...: stdout to $T/out, stderr to $T/err; fails unless CMD exits CODE
-expect() {
-    want=$1; shift
-    set +e; "$@" >"$T/out" 2>"$T/err"; got=$?; set -e
-    [ "$got" -eq "$want" ] || { cat "$T/out" "$T/err" >&2; fail "exit $got, wanted $want: $*"; }
-}
+. "$(dirname "$0")/tiny_fixture.sh"     # fail, expect
 
 expect 0 "$W" --help
 grep -q -- "--backend NAME" "$T/out" || fail "--help lacks --backend"

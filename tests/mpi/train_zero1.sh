@@ -10,8 +10,9 @@
 #   resume  2 ranks zero_stage 1, resumed from its step-2 checkpoint (each rank reads its own
 #           shard's moments back), ends with the same bytes as the uninterrupted run; a resume
 #           with zero_stage 0 from that checkpoint is refused, naming zero_stage (exit 2)
-# COMPARE_PY (train_zero1_compare.py, standard library only) runs with $ADAPT_TEST_PYTHON, else
-# PYTHON, else python3. OMP_NUM_THREADS=1: the machine's cores are shared between the ranks.
+# COMPARE_PY (integration/train_compare.py, run --relative; standard library only) runs with
+# $ADAPT_TEST_PYTHON, else PYTHON, else python3. OMP_NUM_THREADS=1: the machine's cores are
+# shared between the ranks. The model and corpus: tests/integration/tiny_fixture.sh.
 set -eu
 CASE=$1 A=$2 W=$3 TOKDIR=$4 MPIRUN=$5 PY=${ADAPT_TEST_PYTHON:-$6} CMP=$7
 RTOL=1e-6
@@ -20,24 +21,9 @@ if [ -z "$PY" ] || [ ! -x "$MPIRUN" ]; then
     echo "SKIP: needs mpirun and a python" >&2
     exit 77
 fi
-T=$(mktemp -d /tmp/adapt-zero1-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-export OMP_NUM_THREADS=1
-
-fail() { echo "FAIL ($CASE): $*" >&2; exit 1; }
-
-cat >"$T/config.json" <<'JSON'
-{"model_type": "qwen2_vl", "image_token_id": 151655, "video_token_id": 151656,
- "vision_start_token_id": 151652, "vision_end_token_id": 151653, "tie_word_embeddings": true,
- "bos_token_id": 151643, "eos_token_id": 151645,
- "text_config": {"vocab_size": 151936, "hidden_size": 32, "intermediate_size": 64,
-  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-  "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]}},
- "vision_config": {"depth": 1, "embed_dim": 32, "num_heads": 4, "mlp_ratio": 2, "hidden_size": 32}}
-JSON
-"$A" model init --config "$T/config.json" --out "$T/model" --seed 1 --tokenizer "$TOKDIR" >/dev/null
-"$A" data generate --out "$T/gen" --count 100 --seed 3 --size 64 --jobs 2 >/dev/null
-"$A" data import --out "$T/corpus" --jobs 2 --shard-size 10 "$T/gen/captions.jsonl" >/dev/null
+. "$(dirname "$0")/../integration/tiny_fixture.sh"
+fixture_scratch adapt-zero1
+tiny_fixture_make "$A" "$T" "$TOKDIR" --size 64
 
 # spec OUT STEPS EVERY ZERO [EXTRA]: a spec training the tiny model on the corpus. max_grad_norm
 # 0.5 keeps the clip active, so the summed norm matters.
@@ -50,12 +36,6 @@ spec() {
  "image_min_pixels": 3136, "image_max_pixels": 3136, "checkpoint_every": $3, "keep_last": 0,
  "seed": 5, "zero_stage": $4${5:-}}
 JSON
-}
-# expect CODE CMD...: runs CMD (stdout to $T/out, stderr to $T/err), fails unless it exits CODE
-expect() {
-    want=$1; shift
-    set +e; "$@" >"$T/out" 2>"$T/err"; got=$?; set -e
-    [ "$got" -eq "$want" ] || { cat "$T/out" "$T/err" >&2; fail "exit $got, wanted $want: $*"; }
 }
 # two CODE ARGS...: adapt-worker ARGS on 2 ranks, expecting exit CODE
 two() {
@@ -80,7 +60,7 @@ case_ranks() {
         awk -v n="$(max_norm "$T/out")" 'BEGIN { exit !(n > 0.5) }' ||
             fail "the clip was never active (grad_norm <= 0.5): $(cat "$T/out")"
         echo "freeze_vision $frozen:"
-        "$PY" "$CMP" "$T/z0$frozen/model.safetensors" "$T/z1$frozen/model.safetensors" "$RTOL" ||
+        "$PY" "$CMP" --relative "$T/z0$frozen/model.safetensors" "$T/z1$frozen/model.safetensors" "$RTOL" ||
             fail "freeze_vision $frozen: zero_stage 1 and 0 reached different weights"
     done
     # one rank: the one shard is the whole trainable suffix, and the clip the table's own

@@ -15,6 +15,7 @@
  * per tensor), and get_rope_index must match on several layouts exactly. */
 #include "check.h"
 #include "qwen2vl.h"
+#include "qwen2vl_fixture.h"
 #include "safetensors.h"
 
 #include <math.h>
@@ -26,22 +27,11 @@
 
 #define TOL 1e-4
 
-static const char *TINY_CONFIG =
-    "{\"model_type\": \"qwen2_vl\", \"image_token_id\": 250, \"video_token_id\": 251,"
-    " \"vision_start_token_id\": 252, \"vision_end_token_id\": 253, \"tie_word_embeddings\": %s,"
-    " \"text_config\": {\"vocab_size\": 256, \"hidden_size\": 64, \"intermediate_size\": 96,"
-    "  \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
-    "  \"pad_token_id\": 3, \"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 1000000.0,"
-    "  \"mrope_section\": [2, 3, 3]}},"
-    " \"vision_config\": {\"depth\": 2, \"embed_dim\": 32, \"num_heads\": 4, \"mlp_ratio\": 2,"
-    "  \"hidden_size\": 64}}";
-
+/* the shared tiny model (qwen2vl_fixture.c), its LM head tied or not */
 static int tiny_config(model_config *cfg, int tied)
 {
-    char json[2048];
-    snprintf(json, sizeof json, TINY_CONFIG, tied ? "true" : "false");
     adapt_error err = {0};
-    int rc = model_config_parse(cfg, json, strlen(json), "tiny", &err);
+    int rc = fixture_config_parse(cfg, tied, &err);
     CHECK_MSG(rc == 0, "%s", err.message);
     return rc;
 }
@@ -123,13 +113,6 @@ static void test_init(void)
     qwen2vl_free(m);
 }
 
-static int dir_remove(const char *dir)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd);
-}
-
 /* Item 8c: the model's writer and reader round-trip every bit, one file and shards. */
 static void test_save_load(int tied, uint64_t shard)
 {
@@ -167,7 +150,7 @@ static void test_save_load(int tied, uint64_t shard)
         CHECK_STR_CONTAINS(err.message, "lm_head.weight");
         qwen2vl_free(u);
     }
-    CHECK(dir_remove(dir) == 0);
+    CHECK(fixture_dir_remove(dir) == 0);
     qwen2vl_free(a);
     qwen2vl_free(b);
 }
@@ -202,7 +185,7 @@ static void test_load_module_names(void)
     CHECK_MSG(qwen2vl_load_weights(b, dir, &err) == 0, "%s", err.message);
     CHECK(memcmp(qwen2vl_param_buffer(a), qwen2vl_param_buffer(b),
                  qwen2vl_num_params(a) * sizeof(float)) == 0);
-    CHECK(dir_remove(dir) == 0);
+    CHECK(fixture_dir_remove(dir) == 0);
     free(e);
     free(names);
     qwen2vl_free(a);
@@ -643,7 +626,7 @@ static int reference_main(const char *script, const char *python_default)
         reference_variant(sub);
         reference_rope(dir);
     }
-    if (dir_remove(dir) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    if (fixture_dir_remove(dir) != 0) fprintf(stderr, "could not remove %s\n", dir);
     return check_report("qwen2vl (reference)");
 }
 

@@ -20,26 +20,13 @@
  *   - TrainSpec.precision: "fp32" by default, "bf16" kept, anything else refused naming it. */
 #include "check.h"
 #include "qwen2vl.h"
+#include "qwen2vl_fixture.h"
 #include "train_spec.h"
 
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-static const char *TINY_CONFIG =
-    "{\"model_type\": \"qwen2_vl\", \"image_token_id\": 250, \"video_token_id\": 251,"
-    " \"vision_start_token_id\": 252, \"vision_end_token_id\": 253, \"tie_word_embeddings\": %s,"
-    " \"text_config\": {\"vocab_size\": 256, \"hidden_size\": 64, \"intermediate_size\": 96,"
-    "  \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
-    "  \"pad_token_id\": 3, \"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 1000000.0,"
-    "  \"mrope_section\": [2, 3, 3]}},"
-    " \"vision_config\": {\"depth\": 2, \"embed_dim\": 32, \"num_heads\": 4, \"mlp_ratio\": 2,"
-    "  \"hidden_size\": 64}}";
 
 /* Bounds, set with margin over what this batch measures (printed on every run; BF16_VERBOSE=1
  * prints every tensor): bf16 keeps 8 significant bits, one rounding is up to 2^-9 = 0.2 %
@@ -52,70 +39,14 @@ static const char *TINY_CONFIG =
 #define GRAD_REL_MAX    1e-1   /* |g_bf16 - g_fp32| / |g_fp32| of every tensor */
 #define LOGIT_REL_MAX   4e-2   /* |logits_bf16 - logits_fp32| / |logits_fp32| */
 
-#define IMG 250
-#define VS  252
-#define VE  253
-
-typedef struct batch {
-    int   ids[64], labels[64], cu[4], grid[9];
-    float pix[56 * 1176];
-    qwen2vl_batch b;
-} batch;
-
-/* Three packed samples: a 4x4-patch image; a 4x6 and a 2x8 image in one sample; text only. */
-static void batch_make(batch *t)
-{
-    static const int ids[] = {
-        5, 6, VS, IMG, IMG, IMG, IMG, VE, 7, 8, 9,
-        10, VS, IMG, IMG, IMG, IMG, IMG, IMG, VE, 11, 12, VS, IMG, IMG, IMG, IMG, VE, 13, 14,
-        20, 21, 22, 23, 24, 25, 26, 27, 28, 29,
-    };
-    int n = (int)(sizeof ids / sizeof ids[0]), scored = 0;
-    memcpy(t->ids, ids, sizeof ids);
-    for (int i = 0; i < n; i++) {
-        int ignore = ids[i] == IMG || i == 0 || i == 11 || i == 30;
-        t->labels[i] = ignore ? OPS_LABEL_IGNORE : ids[i];
-        scored += !ignore;
-    }
-    static const int cu[4] = { 0, 11, 30, 40 }, grid[9] = { 1, 4, 4, 1, 4, 6, 1, 2, 8 };
-    memcpy(t->cu, cu, sizeof cu);
-    memcpy(t->grid, grid, sizeof grid);
-    for (int i = 0; i < 56 * 1176; i++)
-        t->pix[i] = sinf(0.37f * (float)i) + 0.1f * cosf(0.011f * (float)i);
-    t->b = (qwen2vl_batch){ .n_tokens = n, .input_ids = t->ids, .labels = t->labels, .n_seqs = 3,
-                            .cu_seqlens = t->cu, .n_images = 3, .image_grid_thw = t->grid,
-                            .pixel_values = t->pix, .loss_normaliser = (float)scored };
-}
-
-static float *buffer_copy(qwen2vl_model *m, int grads)
-{
-    size_t n = qwen2vl_buffer_floats(m);
-    float *h = malloc(n * sizeof *h);
-    memset(h, 0xff, n * sizeof *h);  /* NaN: a float copy_out misses fails every comparison */
-    qwen2vl_copy_out(m, grads, 0, n, h);
-    return h;
-}
-
 /* bf16 on cpu and cpu-guarded: the whole buffer, slack included, bit for bit */
 static void buffers_same(qwen2vl_model *c, qwen2vl_model *g, int grads, const char *what)
 {
-    float *a = buffer_copy(c, grads), *b = buffer_copy(g, grads);
-    const char *first = NULL;
-    size_t diff = 0;
-    for (size_t k = 0; k < qwen2vl_num_tensors(c); k++) {
-        const qwen2vl_tensor *t = qwen2vl_tensor_at(c, k);
-        if (memcmp(a + t->offset, b + t->offset, t->numel * sizeof *a) != 0) {
-            diff++;
-            if (!first) first = t->name;
-        }
-    }
-    size_t n = qwen2vl_num_params(c), total = qwen2vl_buffer_floats(c), slack = 0;
-    for (size_t i = n; i < total; i++) slack += a[i] != 0.0f || b[i] != 0.0f;
+    const char *first;
+    size_t slack, diff = fixture_buffers_diff(c, g, grads, &first, &slack);
     CHECK_MSG(diff == 0 && slack == 0, "bf16 %s: %s of %zu tensors differ between cpu and "
               "cpu-guarded (first %s), %zu slack floats not zero", what,
               grads ? "gradients" : "parameters", diff, first, slack);
-    free(a);
-    free(b);
 }
 
 /* Every tensor's bf16 gradient against fp32's; the worst cosine and relative error come back.
@@ -123,7 +54,7 @@ static void buffers_same(qwen2vl_model *c, qwen2vl_model *g, int grads, const ch
 static void grads_close(qwen2vl_model *f, qwen2vl_model *b, const char *what, double *worst_cos,
                         double *worst_rel)
 {
-    float *gf = buffer_copy(f, 1), *gb = buffer_copy(b, 1);
+    float *gf = fixture_buffer_copy(f, 1), *gb = fixture_buffer_copy(b, 1);
     double wc = 1.0, wr = 0.0;
     const char *bad = NULL;
     for (size_t k = 0; k < qwen2vl_num_tensors(f); k++) {
@@ -157,44 +88,6 @@ static double rel_diff(float a, float ref)
     return fabs((double)a - (double)ref) / fabs((double)ref);
 }
 
-/* A forked child reads p: guarded memory kills it with SIGSEGV (under AddressSanitizer, which may
- * keep its own handler, it reports the SEGV and exits non-zero). */
-static int read_faults(const void *p)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = SIG_DFL;
-        sigaction(SIGSEGV, &sa, NULL);
-        struct rlimit none = { 0, 0 };
-        setrlimit(RLIMIT_CORE, &none);
-        if (!freopen("/dev/null", "w", stderr)) _exit(3);
-        volatile unsigned short x = *(const volatile unsigned short *)p;
-        (void)x;
-        _exit(0);
-    }
-    int st = 0;
-    waitpid(pid, &st, 0);
-    return (WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV) || (WIFEXITED(st) && WEXITSTATUS(st) != 0);
-}
-
-/* gradients-ready ranges downloaded as they are reported */
-typedef struct ready_snap {
-    qwen2vl_model *m;
-    float         *snap;
-    size_t         n, reported;
-} ready_snap;
-
-static void ready_download(void *ctx, size_t offset, size_t count)
-{
-    ready_snap *r = ctx;
-    if (offset > r->n || count > r->n - offset) return;
-    qwen2vl_copy_out(r->m, 1, offset, count, r->snap + offset);
-    r->reported += count;
-}
-
 /* A few plain SGD steps p -= lr g on the backend (axpy over the master, as an optimizer writes
  * it), each followed by qwen2vl_weights_changed; the losses before each step into loss[steps]. */
 static void sgd_steps(qwen2vl_model *m, const qwen2vl_batch *b, float lr, int steps, float *loss)
@@ -213,16 +106,14 @@ static void sgd_steps(qwen2vl_model *m, const qwen2vl_batch *b, float lr, int st
 
 static void test_variant(int tied)
 {
-    char json[2048];
-    snprintf(json, sizeof json, TINY_CONFIG, tied ? "true" : "false");
     const char *name = tied ? "tied" : "untied";
     adapt_error err = {0};
     model_config cfg;
-    if (model_config_parse(&cfg, json, strlen(json), "tiny", &err)) {
+    if (fixture_config_parse(&cfg, tied, &err)) {
         CHECK_MSG(0, "%s", err.message);
         return;
     }
-    qwen2vl_budget b32 = { .max_tokens = 64, .max_patches = 128, .max_seqs = 4, .max_images = 4 };
+    qwen2vl_budget b32 = fixture_batch_budget;
     qwen2vl_budget b16 = b32;
     b16.precision = QWEN2VL_BF16;
     qwen2vl_model *f = NULL, *c = NULL, *g = NULL;
@@ -274,15 +165,15 @@ static void test_variant(int tied)
     /* the same fp32 master everywhere: init, then a scale with non-trivial gradients */
     qwen2vl_init_weights(f, 17);
     size_t n = qwen2vl_num_params(f);
-    float *w = buffer_copy(f, 0);
+    float *w = fixture_buffer_copy(f, 0);
     for (size_t i = 0; i < n; i++) w[i] = 3.0f * w[i] + 0.02f * sinf(0.61f * (float)i);
     qwen2vl_copy_in(f, 0, 0, n, w);
     qwen2vl_copy_in(c, 0, 0, n, w);
     qwen2vl_copy_in(g, 0, 0, n, w);
     buffers_same(c, g, 0, "copy_in");
 
-    static batch tb;
-    batch_make(&tb);
+    static fixture_batch tb;
+    fixture_batch_make(&tb);
     float lf = NAN, lc = NAN, lg = NAN;
     qwen2vl_model *all[3] = { f, c, g };
     float *ls[3] = { &lf, &lc, &lg };
@@ -297,8 +188,8 @@ static void test_variant(int tied)
     CHECK_MSG(memcmp(&lc, &lg, sizeof lc) == 0, "bf16 loss cpu %.9g, cpu-guarded %.9g", lc, lg);
     buffers_same(c, g, 1, "forward_backward");
     /* the guarded model's working copy is backend memory too */
-    CHECK_MSG(read_faults(qwen2vl_param_buffer_bf16(g)), "the guarded bf16 model's working copy "
-              "is readable from the host: not allocated through the op table");
+    CHECK_MSG(fixture_read_faults(qwen2vl_param_buffer_bf16(g)), "the guarded bf16 model's "
+              "working copy is readable from the host: not allocated through the op table");
     /* a budget the batch fills exactly: a buffer carved too small for its bf16 contents would
      * overlap its neighbour (or, the last one, run off the guarded block) and change the bits */
     qwen2vl_budget exact = { .max_tokens = tb.b.n_tokens, .max_patches = 56, .max_seqs = 3,
@@ -361,11 +252,7 @@ static void test_variant(int tied)
     free(log_);
 
     /* micro-batches: the first sample, then the text-only one (no image) */
-    int cu_a[2] = { 0, 11 }, cu_b[2] = { 0, 10 };
-    qwen2vl_batch mb_a = tb.b, mb_b = tb.b;
-    mb_a.n_tokens = 11; mb_a.n_seqs = 1; mb_a.cu_seqlens = cu_a; mb_a.n_images = 1;
-    mb_b.n_tokens = 10; mb_b.n_seqs = 1; mb_b.cu_seqlens = cu_b; mb_b.n_images = 0;
-    mb_b.input_ids = tb.ids + 30; mb_b.labels = tb.labels + 30; mb_b.pixel_values = NULL;
+    qwen2vl_batch mb_a = tb.first, mb_b = tb.text;
     float lm[3][2];
     for (int k = 0; k < 3; k++) {
         qwen2vl_zero_grads(all[k]);
@@ -379,16 +266,12 @@ static void test_variant(int tied)
     grads_close(f, c, "micro-batches", &wc, &wr);
 
     /* gradients-ready: every float reported once, final when reported */
-    ready_snap rs = { .m = g, .snap = malloc(n * sizeof(float)), .n = n };
-    memset(rs.snap, 0xff, n * sizeof(float));
-    qwen2vl_zero_grads(g);
-    CHECK(qwen2vl_forward_backward_ready(g, &tb.b, &lg, ready_download, &rs, &err) == 0);
-    float *fin = buffer_copy(g, 1);
-    CHECK_MSG(rs.reported == n && memcmp(rs.snap, fin, n * sizeof(float)) == 0,
+    size_t reported;
+    int final;
+    CHECK(fixture_ready_run(g, &tb.b, &lg, &reported, &final, &err) == 0);
+    CHECK_MSG(reported == n && final,
               "bf16 gradients-ready: %zu of %zu floats reported, or a range changed after its "
-              "report", rs.reported, n);
-    free(fin);
-    free(rs.snap);
+              "report", reported, n);
 
     /* frozen towers: vision and merger, then vision alone */
     static const int frozen[2][2] = { { 1, 1 }, { 1, 0 } };
@@ -402,7 +285,7 @@ static void test_variant(int tied)
         CHECK(memcmp(&lm[1][0], &lm[2][0], sizeof(float)) == 0);
         buffers_same(c, g, 1, fz ? "vision frozen" : "vision and merger frozen");
         grads_close(f, c, fz ? "vision frozen" : "vision and merger frozen", &wc, &wr);
-        float *gg = buffer_copy(c, 1);
+        float *gg = fixture_buffer_copy(c, 1);
         size_t written = 0;
         for (size_t k = 0; k < qwen2vl_num_tensors(c); k++) {
             const qwen2vl_tensor *t = qwen2vl_tensor_at(c, k);

@@ -13,139 +13,24 @@
  *     one) with identical parameters, and both write the same bytes. */
 #include "check.h"
 #include "qwen2vl.h"
+#include "qwen2vl_fixture.h"
 
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-static const char *TINY_CONFIG =
-    "{\"model_type\": \"qwen2_vl\", \"image_token_id\": 250, \"video_token_id\": 251,"
-    " \"vision_start_token_id\": 252, \"vision_end_token_id\": 253, \"tie_word_embeddings\": %s,"
-    " \"text_config\": {\"vocab_size\": 256, \"hidden_size\": 64, \"intermediate_size\": 96,"
-    "  \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
-    "  \"pad_token_id\": 3, \"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 1000000.0,"
-    "  \"mrope_section\": [2, 3, 3]}},"
-    " \"vision_config\": {\"depth\": 2, \"embed_dim\": 32, \"num_heads\": 4, \"mlp_ratio\": 2,"
-    "  \"hidden_size\": 64}}";
-
-static const qwen2vl_budget BUDGET = { .max_tokens = 64, .max_patches = 128, .max_seqs = 4,
-                                       .max_images = 4 };
-
-#define IMG 250
-#define VS  252
-#define VE  253
-
-/* Three packed samples: a 4x4-patch image; a 4x6 and a 2x8 image in one sample; text only. */
-typedef struct batch {
-    int   ids[64], labels[64], cu[4], grid[9];
-    float pix[56 * 1176];
-    qwen2vl_batch b;
-} batch;
-
-static void batch_make(batch *t)
-{
-    static const int ids[] = {
-        5, 6, VS, IMG, IMG, IMG, IMG, VE, 7, 8, 9,                                     /* 11 */
-        10, VS, IMG, IMG, IMG, IMG, IMG, IMG, VE, 11, 12, VS, IMG, IMG, IMG, IMG, VE, 13, 14,  /* 19 */
-        20, 21, 22, 23, 24, 25, 26, 27, 28, 29,                                         /* 10 */
-    };
-    int n = (int)(sizeof ids / sizeof ids[0]), scored = 0;
-    memcpy(t->ids, ids, sizeof ids);
-    for (int i = 0; i < n; i++) {
-        int ignore = ids[i] == IMG || i == 0 || i == 11 || i == 30;
-        t->labels[i] = ignore ? OPS_LABEL_IGNORE : ids[i];
-        scored += !ignore;
-    }
-    static const int cu[4] = { 0, 11, 30, 40 }, grid[9] = { 1, 4, 4, 1, 4, 6, 1, 2, 8 };
-    memcpy(t->cu, cu, sizeof cu);
-    memcpy(t->grid, grid, sizeof grid);
-    for (int i = 0; i < 56 * 1176; i++) t->pix[i] = sinf(0.37f * (float)i) + 0.1f * cosf(0.011f * (float)i);
-    t->b = (qwen2vl_batch){ .n_tokens = n, .input_ids = t->ids, .labels = t->labels, .n_seqs = 3,
-                            .cu_seqlens = t->cu, .n_images = 3, .image_grid_thw = t->grid,
-                            .pixel_values = t->pix, .loss_normaliser = (float)scored };
-}
-
-static float *buffer_copy(qwen2vl_model *m, int grads)
-{
-    size_t n = qwen2vl_buffer_floats(m);
-    float *h = malloc(n * sizeof *h);
-    memset(h, 0xff, n * sizeof *h);  /* NaN: a float copy_out misses does not compare equal */
-    qwen2vl_copy_out(m, grads, 0, n, h);
-    return h;
-}
+static const qwen2vl_budget *const BUDGET = &fixture_batch_budget;
 
 /* The first tensor whose floats differ, named; the slack past n_params must be zero in both. */
 static void buffers_same(qwen2vl_model *c, qwen2vl_model *g, int grads, const char *what)
 {
-    float *a = buffer_copy(c, grads), *b = buffer_copy(g, grads);
-    size_t n = qwen2vl_num_params(c), total = qwen2vl_buffer_floats(c);
-    const char *first = NULL;
-    size_t diff = 0;
-    for (size_t k = 0; k < qwen2vl_num_tensors(c); k++) {
-        const qwen2vl_tensor *t = qwen2vl_tensor_at(c, k);
-        if (memcmp(a + t->offset, b + t->offset, t->numel * sizeof *a) != 0) {
-            diff++;
-            if (!first) first = t->name;
-        }
-    }
+    const char *first;
+    size_t slack, diff = fixture_buffers_diff(c, g, grads, &first, &slack);
     CHECK_MSG(diff == 0, "%s: %s of %zu tensors differ between cpu and cpu-guarded (first %s)",
               what, grads ? "gradients" : "parameters", diff, first);
-    size_t slack = 0;
-    for (size_t i = n; i < total; i++) slack += a[i] != 0.0f || b[i] != 0.0f;
     CHECK_MSG(slack == 0, "%s: %zu floats of the %s buffer's slack are not zero", what, slack,
               grads ? "gradient" : "parameter");
-    free(a);
-    free(b);
-}
-
-/* A forked child reads p: guarded memory kills it with SIGSEGV (or, under AddressSanitizer,
- * which may keep its own handler, makes it report the SEGV and exit non-zero). */
-static int read_faults(const float *p)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = SIG_DFL;
-        sigaction(SIGSEGV, &sa, NULL);
-        struct rlimit none = { 0, 0 };
-        setrlimit(RLIMIT_CORE, &none);
-        if (!freopen("/dev/null", "w", stderr)) _exit(3);
-        volatile float x = p[0];
-        (void)x;
-        _exit(0);
-    }
-    int st = 0;
-    waitpid(pid, &st, 0);
-    return (WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV) || (WIFEXITED(st) && WEXITSTATUS(st) != 0);
-}
-
-/* gradients-ready ranges downloaded as they are reported, as a gradient sync would read them */
-typedef struct ready_snap {
-    qwen2vl_model *m;
-    float         *snap;
-    size_t         n, reported;
-} ready_snap;
-
-static void ready_download(void *ctx, size_t offset, size_t count)
-{
-    ready_snap *r = ctx;
-    if (offset > r->n || count > r->n - offset) return;
-    qwen2vl_copy_out(r->m, 1, offset, count, r->snap + offset);
-    r->reported += count;
-}
-
-static int dir_remove(const char *dir)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd);
 }
 
 static int files_same(const char *a, const char *b)
@@ -157,14 +42,12 @@ static int files_same(const char *a, const char *b)
 
 static void test_variant(int tied)
 {
-    char json[2048];
-    snprintf(json, sizeof json, TINY_CONFIG, tied ? "true" : "false");
     adapt_error err = {0};
     model_config cfg;
-    if (model_config_parse(&cfg, json, strlen(json), "tiny", &err)) { CHECK_MSG(0, "%s", err.message); return; }
+    if (fixture_config_parse(&cfg, tied, &err)) { CHECK_MSG(0, "%s", err.message); return; }
     qwen2vl_model *c = NULL, *g = NULL;
-    CHECK_MSG(qwen2vl_create(&c, &cfg, &BUDGET, ops_cpu(), &err) == 0, "cpu: %s", err.message);
-    CHECK_MSG(qwen2vl_create(&g, &cfg, &BUDGET, ops_cpu_guarded(), &err) == 0, "cpu-guarded: %s",
+    CHECK_MSG(qwen2vl_create(&c, &cfg, BUDGET, ops_cpu(), &err) == 0, "cpu: %s", err.message);
+    CHECK_MSG(qwen2vl_create(&g, &cfg, BUDGET, ops_cpu_guarded(), &err) == 0, "cpu-guarded: %s",
               err.message);
     if (!c || !g) { qwen2vl_free(c); qwen2vl_free(g); return; }
     CHECK(qwen2vl_ops(g) == ops_cpu_guarded() && qwen2vl_ops(c) == ops_cpu());
@@ -172,11 +55,12 @@ static void test_variant(int tied)
     CHECK_MSG(total == n + 4096 && qwen2vl_buffer_floats(c) == total, "buffer_floats %zu for %zu params",
               total, n);
     /* the model's buffers are the backend's memory, not host memory */
-    CHECK_MSG(read_faults(qwen2vl_param_buffer(g)), "the guarded model's parameter buffer is "
-              "readable from the host: not allocated through the op table");
-    CHECK_MSG(read_faults(qwen2vl_grad_buffer(g)), "the guarded model's gradient buffer is "
-              "readable from the host: not allocated through the op table");
-    CHECK(read_faults(qwen2vl_weights(g)->embed) && read_faults(qwen2vl_grads(g)->lm_head));
+    CHECK_MSG(fixture_read_faults(qwen2vl_param_buffer(g)), "the guarded model's parameter buffer "
+              "is readable from the host: not allocated through the op table");
+    CHECK_MSG(fixture_read_faults(qwen2vl_grad_buffer(g)), "the guarded model's gradient buffer "
+              "is readable from the host: not allocated through the op table");
+    CHECK(fixture_read_faults(qwen2vl_weights(g)->embed) &&
+          fixture_read_faults(qwen2vl_grads(g)->lm_head));
 
     /* init through host staging: the same weights on both */
     qwen2vl_init_weights(c, 17);
@@ -184,7 +68,7 @@ static void test_variant(int tied)
     buffers_same(c, g, 0, "init");
     /* then weights of a scale with non-trivial gradients everywhere (std 0.02 leaves them tiny),
      * and non-trivial norms and biases, written into both through copy_in */
-    float *w = buffer_copy(c, 0);
+    float *w = fixture_buffer_copy(c, 0);
     for (size_t i = 0; i < n; i++) w[i] = 3.0f * w[i] + 0.02f * sinf(0.61f * (float)i);
     qwen2vl_copy_in(c, 0, 0, n, w);
     qwen2vl_copy_in(g, 0, 0, n, w);
@@ -197,8 +81,8 @@ static void test_variant(int tied)
     buffers_same(c, g, 0, "copy_in");
     free(w);
 
-    static batch tb;
-    batch_make(&tb);
+    static fixture_batch tb;
+    fixture_batch_make(&tb);
     float lc = 0, lg = -1;
     /* forward + backward */
     qwen2vl_zero_grads(c);
@@ -235,11 +119,7 @@ static void test_variant(int tied)
     free(logg);
 
     /* micro-batches: the text-only sample alone (no image on the guarded backend) after the first */
-    int cu_a[2] = { 0, 11 }, cu_b[2] = { 0, 10 };
-    qwen2vl_batch mb_a = tb.b, mb_b = tb.b;
-    mb_a.n_tokens = 11; mb_a.n_seqs = 1; mb_a.cu_seqlens = cu_a; mb_a.n_images = 1;
-    mb_b.n_tokens = 10; mb_b.n_seqs = 1; mb_b.cu_seqlens = cu_b; mb_b.n_images = 0;
-    mb_b.input_ids = tb.ids + 30; mb_b.labels = tb.labels + 30; mb_b.pixel_values = NULL;
+    qwen2vl_batch mb_a = tb.first, mb_b = tb.text;
     qwen2vl_model *both[2] = { c, g };
     float lm[2][2];
     for (int k = 0; k < 2; k++) {
@@ -251,16 +131,12 @@ static void test_variant(int tied)
     buffers_same(c, g, 1, "micro-batches");
 
     /* the gradients-ready ranges: each downloaded when reported is already final */
-    ready_snap rs = { .m = g, .snap = malloc(n * sizeof(float)), .n = n };
-    memset(rs.snap, 0xff, n * sizeof(float));
-    qwen2vl_zero_grads(g);
-    CHECK(qwen2vl_forward_backward_ready(g, &tb.b, &lg, ready_download, &rs, &err) == 0);
-    float *fin = buffer_copy(g, 1);
-    CHECK_MSG(rs.reported == n && memcmp(rs.snap, fin, n * sizeof(float)) == 0,
+    size_t reported;
+    int final;
+    CHECK(fixture_ready_run(g, &tb.b, &lg, &reported, &final, &err) == 0);
+    CHECK_MSG(reported == n && final,
               "gradients-ready: %zu of %zu floats reported, or a range changed after its report",
-              rs.reported, n);
-    free(fin);
-    free(rs.snap);
+              reported, n);
 
     /* frozen towers: vision and merger, then vision alone */
     static const int frozen[2][2] = { { 1, 1 }, { 1, 0 } };
@@ -274,7 +150,7 @@ static void test_variant(int tied)
         }
         CHECK(lm[0][0] == lm[1][0]);
         buffers_same(c, g, 1, f ? "vision frozen" : "vision and merger frozen");
-        float *gg = buffer_copy(g, 1);
+        float *gg = fixture_buffer_copy(g, 1);
         size_t nonzero = 0, nonzero_llm = 0;
         for (size_t k = 0; k < qwen2vl_num_tensors(g); k++) {
             const qwen2vl_tensor *t = qwen2vl_tensor_at(g, k);
@@ -302,15 +178,15 @@ static void test_variant(int tied)
     snprintf(fc_path, sizeof fc_path, "%s/model.safetensors", dc);
     CHECK_MSG(files_same(fg_path, fc_path), "model.safetensors of cpu and cpu-guarded differ");
     qwen2vl_model *c2 = NULL, *g2 = NULL;
-    CHECK(qwen2vl_create(&c2, &cfg, &BUDGET, ops_cpu(), &err) == 0);
-    CHECK(qwen2vl_create(&g2, &cfg, &BUDGET, ops_cpu_guarded(), &err) == 0);
+    CHECK(qwen2vl_create(&c2, &cfg, BUDGET, ops_cpu(), &err) == 0);
+    CHECK(qwen2vl_create(&g2, &cfg, BUDGET, ops_cpu_guarded(), &err) == 0);
     if (c2 && g2) {
         CHECK_MSG(qwen2vl_load_weights(c2, dg, &err) == 0, "cpu load: %s", err.message);
         CHECK_MSG(qwen2vl_load_weights(g2, dc, &err) == 0, "cpu-guarded load: %s", err.message);
         buffers_same(c2, g, 0, "saved by cpu-guarded, loaded by cpu");
         buffers_same(c, g2, 0, "saved by cpu, loaded by cpu-guarded");
         /* sharded save from the guarded model */
-        CHECK(dir_remove(dg) == 0);
+        CHECK(fixture_dir_remove(dg) == 0);
         strcpy(dg, "/tmp/adapt-guard-XXXXXX");
         CHECK(mkdtemp(dg) != NULL);
         CHECK_MSG(qwen2vl_save_weights(g, dg, 100000, &err) == 0, "sharded save: %s", err.message);
@@ -320,7 +196,7 @@ static void test_variant(int tied)
     }
     qwen2vl_free(c2);
     qwen2vl_free(g2);
-    CHECK(dir_remove(dg) == 0 && dir_remove(dc) == 0);
+    CHECK(fixture_dir_remove(dg) == 0 && fixture_dir_remove(dc) == 0);
 
     /* generation may need host access: then refused clearly, not a segfault */
     qwen2vl_model *inf = NULL;
