@@ -231,23 +231,33 @@ static int grads_open(train_state *st, adapt_error *err)
     return 0;
 }
 
-static int optimizer_open(train_state *st, adapt_error *err)
+optim_tensor *train_optim_tensors(const qwen2vl_model *m, int freeze_vision, int freeze_merger,
+                                  size_t *grad_begin)
 {
-    const Adaptd__TrainSpec *spec = st->spec;
-    size_t n = qwen2vl_num_tensors(st->m);
+    size_t n = qwen2vl_num_tensors(m), begin = qwen2vl_num_params(m);
     optim_tensor *t = calloc(n ? n : 1, sizeof *t);
-    if (!t) return adapt_fail(err, ADAPT_ENOMEM, "no memory for the optimizer's tensor table");
-    st->grad_begin = qwen2vl_num_params(st->m);
+    if (!t) return NULL;
     for (size_t i = 0; i < n; i++) {
-        const qwen2vl_tensor *q = qwen2vl_tensor_at(st->m, i);
-        int frozen = (q->tower == QWEN2VL_TOWER_VISION && spec->freeze_vision) ||
-                     (q->tower == QWEN2VL_TOWER_MERGER && spec->freeze_merger);
+        const qwen2vl_tensor *q = qwen2vl_tensor_at(m, i);
+        int frozen = (q->tower == QWEN2VL_TOWER_VISION && freeze_vision) ||
+                     (q->tower == QWEN2VL_TOWER_MERGER && freeze_merger);
         t[i] = (optim_tensor){ .offset = q->offset, .numel = q->numel, .ndim = q->ndim,
                                .group = q->tower == QWEN2VL_TOWER_VISION ? OPTIM_GROUP_VISION
                                                                          : OPTIM_GROUP_MAIN,
                                .frozen = frozen };
-        if (!frozen && q->offset < st->grad_begin) st->grad_begin = q->offset;
+        if (!frozen && q->offset < begin) begin = q->offset;
     }
+    if (grad_begin) *grad_begin = begin;
+    return t;
+}
+
+static int optimizer_open(train_state *st, adapt_error *err)
+{
+    const Adaptd__TrainSpec *spec = st->spec;
+    size_t n = qwen2vl_num_tensors(st->m);
+    optim_tensor *t = train_optim_tensors(st->m, spec->freeze_vision, spec->freeze_merger,
+                                          &st->grad_begin);
+    if (!t) return adapt_fail(err, ADAPT_ENOMEM, "no memory for the optimizer's tensor table");
     optim_config oc;
     int rc = stage_optim_config(st, st->stage, &oc, err);
     if (!rc) rc = optim_init(&st->opt, st->ops, &oc, t, n, qwen2vl_num_params(st->m), err);

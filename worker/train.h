@@ -24,6 +24,8 @@
 #include "error.h"
 #include "job.pb-c.h"
 #include "ops.h"
+#include "optim.h"
+#include "qwen2vl.h"
 
 #include <signal.h>
 #include <stdatomic.h>
@@ -75,5 +77,12 @@ int train_eval_loss(const Adaptd__TrainSpec *spec, const char *backend, const ch
 int train_backend_open(const char *name, int local_rank, const ops_table **out, adapt_error *err);
 /* The backends this build has, comma-separated ("cpu, cpu-guarded, cuda"). */
 const char *train_backend_list(void);
+
+/* The optimizer's tensor table of model m (one entry per tensor of its layout, in order): the
+ * vision tower in OPTIM_GROUP_VISION, the merger and the LLM in OPTIM_GROUP_MAIN, the tensors of
+ * a frozen tower marked frozen. *grad_begin (may be NULL) receives the first float of a trainable
+ * tensor (n_params when none is). NULL when out of memory; the caller frees the table. */
+optim_tensor *train_optim_tensors(const qwen2vl_model *m, int freeze_vision, int freeze_merger,
+                                  size_t *grad_begin);
 
 #endif

@@ -59,6 +59,7 @@
 #include "ops_cuda.h"
 #include "optim.h"
 #include "qwen2vl.h"
+#include "train.h"
 
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -315,15 +316,12 @@ static int run_open(bench_run *r, const model_config *cfg, qwen2vl_precision pre
         return rc;
     }
     size_t nt = qwen2vl_num_tensors(r->m);
-    optim_tensor *ot = calloc(nt, sizeof *ot);
-    for (size_t i = 0; i < nt; i++) {
-        const qwen2vl_tensor *q = qwen2vl_tensor_at(r->m, i);
-        ot[i] = (optim_tensor){ .offset = q->offset, .numel = q->numel, .ndim = q->ndim,
-                                .group = q->tower == QWEN2VL_TOWER_VISION ? OPTIM_GROUP_VISION
-                                                                          : OPTIM_GROUP_MAIN };
-        if (q->tower != QWEN2VL_TOWER_LLM) r->n_vis += q->numel;
-    }
-    rc = optim_init(&r->opt, ops, oc, ot, nt, qwen2vl_num_params(r->m), err);
+    optim_tensor *ot = train_optim_tensors(r->m, 0, 0, NULL);  /* the worker's, nothing frozen */
+    for (size_t i = 0; i < nt; i++)
+        if (qwen2vl_tensor_at(r->m, i)->tower != QWEN2VL_TOWER_LLM)
+            r->n_vis += qwen2vl_tensor_at(r->m, i)->numel;
+    rc = !ot ? adapt_fail(err, ADAPT_ENOMEM, "no memory for the optimizer's tensor table")
+            : optim_init(&r->opt, ops, oc, ot, nt, qwen2vl_num_params(r->m), err);
     free(ot);
     if (rc) {
         run_close(r);

@@ -30,7 +30,7 @@ import tempfile
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers import Qwen2VLForConditionalGeneration
 
 try:  # save_pretrained's progress bars would bury the table in run.sh's log
     from transformers.utils import logging as hf_logging
@@ -38,59 +38,18 @@ try:  # save_pretrained's progress bars would bury the table in run.sh's log
 except (ImportError, AttributeError):
     pass
 
-IMAGE, VIDEO, VSTART, VEND = 250, 251, 252, 253
-PATCH_DIM = 3 * 2 * 14 * 14
+# the tiny config, its random weights and its four samples: the CPU reference test's own
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from qwen2vl_ref import IMAGE, PATCH_DIM, randomize, samples, tiny_config  # noqa: E402
+
 STEPS, LR, WEIGHT_DECAY, MAX_NORM = 2, 1e-3, 0.01, 1.0
 TOL = 1e-4
 
 
-def tiny_config():
-    return Qwen2VLConfig(
-        text_config=dict(
-            vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
-            max_position_embeddings=512,
-            rope_parameters=dict(rope_type="default", rope_theta=1000000.0, mrope_section=[2, 3, 3]),
-            tie_word_embeddings=True, bos_token_id=254, eos_token_id=255,
-        ),
-        vision_config=dict(depth=2, embed_dim=32, num_heads=4, mlp_ratio=2, hidden_size=64,
-                           patch_size=14, temporal_patch_size=2, spatial_merge_size=2, in_channels=3),
-        image_token_id=IMAGE, video_token_id=VIDEO, vision_start_token_id=VSTART,
-        vision_end_token_id=VEND, tie_word_embeddings=True, bos_token_id=254, eos_token_id=255,
-    )
-
-
-def randomize(model, gen):
-    """Every weight random at a scale where the loss is not flat (norm weights around 1)."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            r = torch.randn(p.shape, generator=gen)
-            if "norm" in name or "ln_q" in name:
-                p.copy_(1.0 + 0.1 * r if name.endswith("weight") else 0.1 * r)
-            elif p.dim() == 1:
-                p.copy_(0.1 * r)
-            elif "embed_tokens" in name:
-                p.copy_(r)
-            else:
-                p.copy_(r / p[0].numel() ** 0.5)
-
-
 def make_batch(gen):
     """[(ids, grids, labels, pixels)] of four samples."""
-    def text(n):
-        return torch.randint(0, 200, (n,), generator=gen).tolist()
-
-    def image(h, w):
-        return [VSTART] + [IMAGE] * (h * w // 4) + [VEND]
-
-    layout = [
-        (text(5) + image(4, 6) + text(7), [(1, 4, 6)]),
-        (text(3) + image(6, 4) + text(4) + image(2, 2) + text(6), [(1, 6, 4), (1, 2, 2)]),
-        (text(9), []),
-        (image(2, 8) + text(5), [(1, 2, 8)]),
-    ]
     out = []
-    for ids, grids in layout:
+    for ids, grids in samples(gen):
         lab = torch.tensor(ids)
         lab[: len(ids) // 3] = -100  # a masked prompt
         lab[torch.tensor(ids) == IMAGE] = -100
@@ -171,7 +130,7 @@ def compare(exe, backend, out):
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(2026)
-    model = Qwen2VLForConditionalGeneration(tiny_config()).float()
+    model = Qwen2VLForConditionalGeneration(tiny_config(True)).float()
     model.config._attn_implementation = "eager"
     for sub in (model.model.visual, model.model.language_model):
         sub.config._attn_implementation = "eager"

@@ -29,6 +29,7 @@
 #include "ops_cuda.h"
 #include "optim.h"
 #include "qwen2vl.h"
+#include "train.h"
 
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -177,66 +178,87 @@ static float *params_of(const qwen2vl_model *m, size_t n)
     return h;
 }
 
-/* the worker's optimizer table (worker/train.c: optimizer_open), every tower trainable */
+/* the worker's optimizer table, every tower trainable */
 static optim_tensor *optim_table(const qwen2vl_model *m)
 {
-    size_t n = qwen2vl_num_tensors(m);
-    optim_tensor *t = calloc(n, sizeof *t);
-    for (size_t i = 0; i < n; i++) {
-        const qwen2vl_tensor *q = qwen2vl_tensor_at(m, i);
-        t[i] = (optim_tensor){ .offset = q->offset, .numel = q->numel, .ndim = q->ndim,
-                               .group = q->tower == QWEN2VL_TOWER_VISION ? OPTIM_GROUP_VISION
-                                                                         : OPTIM_GROUP_MAIN };
-    }
-    return t;
+    return train_optim_tensors(m, 0, 0, NULL);
 }
 
-static void run_variant(int tied)
+/* The same tiny model on ops_cpu() (mc) and on the device (mg) at one precision, with the
+ * same weights (init with seed, then a usable scale: std 0.02 leaves the loss flat; the host copy
+ * written into both) and the packed test batch. 0, or -1 with nothing left allocated. */
+typedef struct model_pair {
+    tiny_batch     tb;
+    qwen2vl_model *mc, *mg;
+    float         *w0;   /* the weights both hold, [n] */
+    size_t         n;
+} model_pair;
+
+static int pair_open(model_pair *p, int tied, qwen2vl_precision precision, uint64_t seed)
 {
-    const char *variant = tied ? "tied" : "untied";
-    printf("%s LM head (%s against cpu):\n", variant, dev->backend);
+    const char *what = precision == QWEN2VL_BF16 ? "bf16 model" : "model";
     char json[2048];
     snprintf(json, sizeof json, TINY_CONFIG, tied ? "true" : "false");
     adapt_error err = {0};
     model_config cfg;
     if (model_config_parse(&cfg, json, strlen(json), "tiny", &err)) {
         CHECK_MSG(0, "%s", err.message);
-        return;
+        return -1;
     }
-    static tiny_batch tb;
-    tiny_batch_make(&tb);
-    qwen2vl_budget bud = { .max_tokens = tb.n, .max_patches = tb.n_patches, .max_seqs = tb.n_seqs,
-                           .max_images = tb.n_images };
-    qwen2vl_model *mc = NULL, *mg = NULL;
-    if (qwen2vl_create(&mc, &cfg, &bud, ops_cpu(), &err)) {
-        CHECK_MSG(0, "cpu model: %s", err.message);
-        free(tb.pix);
-        return;
+    tiny_batch_make(&p->tb);
+    qwen2vl_budget bud = { .max_tokens = p->tb.n, .max_patches = p->tb.n_patches,
+                           .max_seqs = p->tb.n_seqs, .max_images = p->tb.n_images,
+                           .precision = precision };
+    p->mc = p->mg = NULL;
+    if (qwen2vl_create(&p->mc, &cfg, &bud, ops_cpu(), &err)) {
+        CHECK_MSG(0, "cpu %s: %s", what, err.message);
+        free(p->tb.pix);
+        return -1;
     }
-    if (qwen2vl_create(&mg, &cfg, &bud, dev, &err)) {
-        CHECK_MSG(0, "%s model: %s", dev->backend, err.message);
-        qwen2vl_free(mc);
-        free(tb.pix);
-        return;
+    if (qwen2vl_create(&p->mg, &cfg, &bud, dev, &err)) {
+        CHECK_MSG(0, "%s %s: %s", dev->backend, what, err.message);
+        qwen2vl_free(p->mc);
+        free(p->tb.pix);
+        return -1;
     }
+    p->n = qwen2vl_num_params(p->mc);
+    qwen2vl_init_weights(p->mc, seed);
+    p->w0 = params_of(p->mc, p->n);
+    for (size_t i = 0; i < p->n; i++) p->w0[i] = 5.0f * p->w0[i] + 0.05f * sinf(0.61f * (float)i);
+    qwen2vl_copy_in(p->mc, 0, 0, p->n, p->w0);  /* in bf16 copy_in rounds the working copy too */
+    qwen2vl_copy_in(p->mg, 0, 0, p->n, p->w0);
+    return 0;
+}
+
+static void pair_close(model_pair *p, const char *what)
+{
+    free(p->w0);
+    qwen2vl_free(p->mg);
+    qwen2vl_free(p->mc);
+    gpu_ok(what);
+    free(p->tb.pix);
+}
+
+static void run_variant(int tied)
+{
+    const char *variant = tied ? "tied" : "untied";
+    printf("%s LM head (%s against cpu):\n", variant, dev->backend);
+    static model_pair p;
+    if (pair_open(&p, tied, QWEN2VL_FP32, 11)) return;
+    qwen2vl_model *mc = p.mc, *mg = p.mg;
+    float *w0 = p.w0;
+    size_t n = p.n;
+    adapt_error err = {0};
     CHECK(qwen2vl_ops(mg) == dev && qwen2vl_ops(mc) == ops_cpu());
     CHECK(qwen2vl_buffer_floats(mg) == qwen2vl_buffer_floats(mc));
-    size_t n = qwen2vl_num_params(mc);
-    /* the same weights on both: init, then a usable scale (std 0.02 leaves the loss flat), the
-     * host copy written into both models */
-    qwen2vl_init_weights(mc, 11);
-    float *w0 = params_of(mc, n);
-    for (size_t i = 0; i < n; i++) w0[i] = 5.0f * w0[i] + 0.05f * sinf(0.61f * (float)i);
-    qwen2vl_copy_in(mc, 0, 0, n, w0);
-    qwen2vl_copy_in(mg, 0, 0, n, w0);
     float *back = params_of(mg, n);
     CHECK_MSG(memcmp(back, w0, n * sizeof *w0) == 0, "%s: copy_in/copy_out round trip", variant);
     free(back);
 
     /* forward only */
     float lc = 0, lg = 0;
-    CHECK_MSG(qwen2vl_forward(mc, &tb.b, &lc, &err) == 0, "cpu forward: %s", err.message);
-    CHECK_MSG(qwen2vl_forward(mg, &tb.b, &lg, &err) == 0, "cuda forward: %s", err.message);
+    CHECK_MSG(qwen2vl_forward(mc, &p.tb.b, &lc, &err) == 0, "cpu forward: %s", err.message);
+    CHECK_MSG(qwen2vl_forward(mg, &p.tb.b, &lg, &err) == 0, "cuda forward: %s", err.message);
     gpu_ok("forward");
     double e = scalar_err(lg, lc);
     CHECK_MSG(e <= TOL_LOSS, "%s: forward loss %.9g (device) vs %.9g (cpu)", variant, lg, lc);
@@ -245,8 +267,8 @@ static void run_variant(int tied)
     /* forward + backward */
     qwen2vl_zero_grads(mc);
     qwen2vl_zero_grads(mg);
-    CHECK_MSG(qwen2vl_forward_backward(mc, &tb.b, &lc, &err) == 0, "cpu fwd+bwd: %s", err.message);
-    CHECK_MSG(qwen2vl_forward_backward(mg, &tb.b, &lg, &err) == 0, "cuda fwd+bwd: %s", err.message);
+    CHECK_MSG(qwen2vl_forward_backward(mc, &p.tb.b, &lc, &err) == 0, "cpu fwd+bwd: %s", err.message);
+    CHECK_MSG(qwen2vl_forward_backward(mg, &p.tb.b, &lg, &err) == 0, "cuda fwd+bwd: %s", err.message);
     gpu_ok("forward_backward");
     e = scalar_err(lg, lc);
     CHECK_MSG(e <= TOL_LOSS, "%s: training loss %.9g (device) vs %.9g (cpu)", variant, lg, lc);
@@ -264,11 +286,11 @@ static void run_variant(int tied)
     /* determinism (same bits again) and accumulation (a pass more doubles exactly) */
     float l2 = 0, l3 = 0;
     qwen2vl_zero_grads(mg);
-    CHECK(qwen2vl_forward_backward(mg, &tb.b, &l2, &err) == 0);
+    CHECK(qwen2vl_forward_backward(mg, &p.tb.b, &l2, &err) == 0);
     float *g2 = grads_of(mg, n);
     CHECK_MSG(l2 == lg && memcmp(g2, gg, n * sizeof *g2) == 0,
               "%s: a second GPU pass differs from the first (non-deterministic kernel)", variant);
-    CHECK(qwen2vl_forward_backward(mg, &tb.b, &l3, &err) == 0);
+    CHECK(qwen2vl_forward_backward(mg, &p.tb.b, &l3, &err) == 0);
     qwen2vl_copy_out(mg, 1, 0, n, g2);
     /* not bit-exact: a float collecting several contributions adds them onto a non-zero start */
     float *twice = malloc(n * sizeof *twice);
@@ -329,8 +351,8 @@ static void run_variant(int tied)
         printf("  %-34s max |diff| %.3e = %.3e lr\n", "params after AdamW", worst,
                rel_lr);
         /* the updated models give the same loss again */
-        CHECK(qwen2vl_forward(mc, &tb.b, &lc, &err) == 0);
-        CHECK(qwen2vl_forward(mg, &tb.b, &lg, &err) == 0);
+        CHECK(qwen2vl_forward(mc, &p.tb.b, &lc, &err) == 0);
+        CHECK(qwen2vl_forward(mg, &p.tb.b, &lg, &err) == 0);
         gpu_ok("forward after step");
         e = scalar_err(lg, lc);
         CHECK_MSG(e <= TOL_LOSS, "%s: loss after the step %.9g (device) vs %.9g (cpu)", variant, lg,
@@ -345,11 +367,7 @@ static void run_variant(int tied)
     free(ot);
     free(gc);
     free(gg);
-    free(w0);
-    qwen2vl_free(mg);
-    qwen2vl_free(mc);
-    gpu_ok("qwen2vl_free");
-    free(tb.pix);
+    pair_close(&p, "qwen2vl_free");
 }
 
 /* ---- the mixed-precision (bf16) model: cuda bf16 against cpu bf16 --------------------------- */
@@ -402,41 +420,17 @@ static void run_variant_bf16(int tied)
 {
     const char *variant = tied ? "tied" : "untied";
     printf("%s LM head, bf16 model (%s bf16 against cpu bf16):\n", variant, dev->backend);
-    char json[2048];
-    snprintf(json, sizeof json, TINY_CONFIG, tied ? "true" : "false");
+    static model_pair p;
+    if (pair_open(&p, tied, QWEN2VL_BF16, 13)) return;
+    qwen2vl_model *mc = p.mc, *mg = p.mg;
+    float *w0 = p.w0;
+    size_t n = p.n;
     adapt_error err = {0};
-    model_config cfg;
-    if (model_config_parse(&cfg, json, strlen(json), "tiny", &err)) {
-        CHECK_MSG(0, "%s", err.message);
-        return;
-    }
-    static tiny_batch tb;
-    tiny_batch_make(&tb);
-    qwen2vl_budget bud = { .max_tokens = tb.n, .max_patches = tb.n_patches, .max_seqs = tb.n_seqs,
-                           .max_images = tb.n_images, .precision = QWEN2VL_BF16 };
-    qwen2vl_model *mc = NULL, *mg = NULL;
-    if (qwen2vl_create(&mc, &cfg, &bud, ops_cpu(), &err)) {
-        CHECK_MSG(0, "cpu bf16 model: %s", err.message);
-        free(tb.pix);
-        return;
-    }
-    if (qwen2vl_create(&mg, &cfg, &bud, dev, &err)) {
-        CHECK_MSG(0, "%s bf16 model: %s", dev->backend, err.message);
-        qwen2vl_free(mc);
-        free(tb.pix);
-        return;
-    }
     CHECK(qwen2vl_get_precision(mg) == QWEN2VL_BF16 && qwen2vl_get_precision(mc) == QWEN2VL_BF16);
-    size_t n = qwen2vl_num_params(mc);
-    qwen2vl_init_weights(mc, 13);
-    float *w0 = params_of(mc, n);
-    for (size_t i = 0; i < n; i++) w0[i] = 5.0f * w0[i] + 0.05f * sinf(0.61f * (float)i);
-    qwen2vl_copy_in(mc, 0, 0, n, w0);  /* copy_in rounds the working copy too */
-    qwen2vl_copy_in(mg, 0, 0, n, w0);
 
     float lc = 0, lg = 0;
-    CHECK_MSG(qwen2vl_forward(mc, &tb.b, &lc, &err) == 0, "cpu bf16 forward: %s", err.message);
-    CHECK_MSG(qwen2vl_forward(mg, &tb.b, &lg, &err) == 0, "%s bf16 forward: %s", dev->backend,
+    CHECK_MSG(qwen2vl_forward(mc, &p.tb.b, &lc, &err) == 0, "cpu bf16 forward: %s", err.message);
+    CHECK_MSG(qwen2vl_forward(mg, &p.tb.b, &lg, &err) == 0, "%s bf16 forward: %s", dev->backend,
               err.message);
     gpu_ok("bf16 forward");
     double e = scalar_err(lg, lc);
@@ -445,9 +439,9 @@ static void run_variant_bf16(int tied)
 
     qwen2vl_zero_grads(mc);
     qwen2vl_zero_grads(mg);
-    CHECK_MSG(qwen2vl_forward_backward(mc, &tb.b, &lc, &err) == 0, "cpu bf16 fwd+bwd: %s",
+    CHECK_MSG(qwen2vl_forward_backward(mc, &p.tb.b, &lc, &err) == 0, "cpu bf16 fwd+bwd: %s",
               err.message);
-    CHECK_MSG(qwen2vl_forward_backward(mg, &tb.b, &lg, &err) == 0, "%s bf16 fwd+bwd: %s",
+    CHECK_MSG(qwen2vl_forward_backward(mg, &p.tb.b, &lg, &err) == 0, "%s bf16 fwd+bwd: %s",
               dev->backend, err.message);
     gpu_ok("bf16 forward_backward");
     e = scalar_err(lg, lc);
@@ -495,8 +489,8 @@ static void run_variant_bf16(int tied)
                   moved, n);
         printf("  %-34s max |diff| %.3e = %.3e lr\n", "bf16 masters after AdamW", worst, rel_lr);
         float la = 0, lb = 0;
-        CHECK(qwen2vl_forward(mc, &tb.b, &la, &err) == 0);
-        CHECK(qwen2vl_forward(mg, &tb.b, &lb, &err) == 0);
+        CHECK(qwen2vl_forward(mc, &p.tb.b, &la, &err) == 0);
+        CHECK(qwen2vl_forward(mg, &p.tb.b, &lb, &err) == 0);
         gpu_ok("bf16 forward after step");
         e = scalar_err(lb, la);
         CHECK_MSG(e <= BF16_LOSS_REL, "%s bf16: loss after the step %.9g (device) vs %.9g (cpu)",
@@ -515,11 +509,7 @@ static void run_variant_bf16(int tied)
     free(ot);
     free(gc);
     free(gg);
-    free(w0);
-    qwen2vl_free(mg);
-    qwen2vl_free(mc);
-    gpu_ok("bf16 qwen2vl_free");
-    free(tb.pix);
+    pair_close(&p, "bf16 qwen2vl_free");
 }
 
 int main(int argc, char **argv)

@@ -20,6 +20,7 @@
 #include "optim.h"
 #include "qwen2vl.h"
 #include "safetensors.h"
+#include "train.h"
 #if ADAPT_HAVE_CUDA
 #include "ops_cuda.h"
 #endif
@@ -114,13 +115,8 @@ int main(int argc, char **argv)
     if (qwen2vl_load_weights(m, argv[2], &err)) return fail("qwen2vl_load_weights", err.message);
 
     size_t nt = qwen2vl_num_tensors(m);
-    optim_tensor *ot = calloc(nt, sizeof *ot);
-    for (size_t i = 0; i < nt; i++) {
-        const qwen2vl_tensor *q = qwen2vl_tensor_at(m, i);
-        ot[i] = (optim_tensor){ .offset = q->offset, .numel = q->numel, .ndim = q->ndim,
-                                .group = q->tower == QWEN2VL_TOWER_VISION ? OPTIM_GROUP_VISION
-                                                                          : OPTIM_GROUP_MAIN };
-    }
+    optim_tensor *ot = train_optim_tensors(m, 0, 0, NULL);  /* the worker's, nothing frozen */
+    if (!ot) return fail("optimizer table", "out of memory");
     optim_config oc = { .lr = { lr, lr }, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                         .weight_decay = wd, .max_grad_norm = clip, .warmup_ratio = 0,
                         .schedule = OPTIM_SCHEDULE_CONSTANT, .total_steps = (uint64_t)steps };
