@@ -200,12 +200,6 @@ static int stage_optim_config(const train_state *st, int stage, optim_config *oc
     return optim_schedule_parse(schedule, &oc->schedule, err);
 }
 
-/* The optimizer's norm-sum hook under ZeRO-1: the shards' sums of squares summed over ranks. */
-static int norm_sum_ranks(void *ctx, double *sumsq, adapt_error *err)
-{
-    return comm_allreduce_sum_f64(ctx, sumsq, 1, err);
-}
-
 /* The gradient sums across ranks over the trainable suffix; with ZeRO-1 the optimizer narrowed
  * to this rank's shard (clipped to the parameters: the last shards reach into the buffer's
  * slack) and its clip norm summed over the ranks' shards. */
@@ -226,8 +220,9 @@ static int grads_open(train_state *st, adapt_error *err)
     if (hi > n_params) hi = n_params;
     if (lo > hi) lo = hi;
     if (optim_set_shard(&st->opt, lo, hi, err)) return -1;
-    /* a world of one has the whole norm locally: the table's own clip, as zero_stage 0 */
-    if (st->world > 1) optim_set_norm_sum(&st->opt, norm_sum_ranks, st->c);
+    /* the shards' sums of squares summed over the ranks; a world of one has the whole norm
+     * locally: the table's own clip, as zero_stage 0 */
+    if (st->world > 1) optim_set_norm_sum(&st->opt, grad_sync_norm_sum, st->gs);
     return 0;
 }
 
