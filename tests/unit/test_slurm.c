@@ -8,7 +8,9 @@
  * Usage: test_slurm FAKE_SLURM_DIR TEMPLATE */
 #include <limits.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -183,6 +185,22 @@ static void test_stop_answered(void)
     CHECK_STR_CONTAINS(buf, "got-term");
 }
 
+/* pid has ended: no such process, or a zombie (killed, its exit not yet collected by whoever
+ * inherited it — not ours to wait for) */
+static int process_gone(pid_t pid)
+{
+    if (kill(pid, 0) != 0) return 1;
+    char path[64], stat[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 1;
+    size_t n = fread(stat, 1, sizeof stat - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    const char *close_paren = strrchr(stat, ')');  /* the command may hold spaces and ')' */
+    return close_paren && close_paren[1] == ' ' && close_paren[2] == 'Z';
+}
+
 /* The workers ignore SIGTERM: plain scancel after the grace period. */
 static void test_stop_ignored(void)
 {
@@ -203,7 +221,7 @@ static void test_stop_ignored(void)
     pid_t task = (pid_t)atoi(buf);
     int gone = 0;
     for (int i = 0; i < 100 && task > 0 && !gone; i++) {
-        gone = kill(task, 0) != 0;
+        gone = process_gone(task);
         if (!gone) usleep(20000);
     }
     CHECK_MSG(task > 0 && gone, "task %d survived the cancel", (int)task);
