@@ -80,6 +80,13 @@ void CPU_FN(matmul_serial)(real *c, const real *a, const real *b, int m, int n, 
 void CPU_FN(bias_add)(real *y, const real *bias, int rows, int n, int ldy);
 void CPU_FN(bias_backward)(real *dbias, const real *dy, int rows, int n, int ldy);
 
+/* ---- sgemm_avx2_cpu.c (float library only): matmul's engine for large products on one
+ * thread's part of C, same arguments as matmul; 0 when it cannot run (no AVX2+FMA, or no memory
+ * for its packing buffers), C untouched then ---- */
+int cpu_sgemm_avx2_supported(void);
+int cpu_sgemm_avx2(float *c, const float *a, const float *b, int m, int n, int k, int trans_a,
+                   int trans_b, int lda, int ldb, int ldc, float alpha, float beta);
+
 /* ---- embedding_cpu.c ---- */
 void CPU_FN(embedding_forward)(real *y, const real *w, const int *ids, int T, int d);
 void CPU_FN(embedding_backward)(real *dw, const real *dy, const int *ids, int T, int d);

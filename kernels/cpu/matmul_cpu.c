@@ -1,8 +1,11 @@
 /* matmul_cpu: C = alpha op(A) op(B) + beta C, and the bias add / bias gradient of a Linear.
  *
- * Design: BLAS (OpenBLAS's sgemm/dgemm) when the build found one, because nothing hand-written
- * here beats it, run single-threaded on each OpenMP thread's part of C (one thread pool for all
- * ops, see mm_parallel); otherwise a cache-blocked product in the Goto manner: per KC-deep slab, the
+ * Design: large products run one part of C per OpenMP thread (one thread pool for all ops, see
+ * mm_parallel), each part through a single-threaded engine: in the float build on a CPU with
+ * AVX2+FMA, the hand-written sgemm of sgemm_avx2_cpu.c (measured a few percent faster than
+ * OpenBLAS on the training step's products, with no separate beta pass; ADAPT_SGEMM=blas selects
+ * BLAS instead); otherwise BLAS (OpenBLAS's sgemm/dgemm) when the build found one; otherwise, and
+ * for small products, a cache-blocked product in the Goto manner: per KC-deep slab, the
  * KC x NC panel of B is packed into NR-wide slivers where it has to be (transposed, or a ragged
  * edge) and reused by every MC-row block of A, and a register-tiled MR x NR micro-kernel (GCC
  * vector extensions, cloned for AVX2+FMA) runs over them, reading A in place through strides.
@@ -10,6 +13,8 @@
  * packing buffer lives on the stack (256 KB, 512 KB in the double build): nothing to allocate
  * or fail. */
 #include "kernels_cpu.h"
+
+#include <stdlib.h>
 
 #if ADAPT_HAVE_BLAS
 #include <cblas.h>
@@ -216,20 +221,61 @@ void CPU_FN(matmul_serial)(real *c, const real *a, const real *b, int m, int n, 
     mm_blocked(c, a, b, m, n, k, trans_a, trans_b, lda, ldb, ldc, alpha, beta, 0);
 }
 
+#ifndef ADAPT_CPU_F64
+/* one part through the hand-written AVX2 engine (sgemm_avx2_cpu.c); where that cannot run (its
+ * packing buffer could not be allocated) the part goes the way it would without the engine */
+static void mm_own(const mm_shape *g)
+{
+    if (cpu_sgemm_avx2(g->c, g->a, g->b, g->m, g->n, g->k, g->trans_a, g->trans_b, g->lda, g->ldb,
+                       g->ldc, g->alpha, g->beta))
+        return;
+#if ADAPT_HAVE_BLAS
+    mm_blas(g);
+#else
+    mm_serial(g);
+#endif
+}
+
+/* Whether large products take the AVX2 engine: yes where the CPU has AVX2+FMA, unless
+ * ADAPT_SGEMM=blas (ADAPT_SGEMM=own forces it where BLAS would be the default; both are for A/B
+ * benchmarks and tests). Read once. */
+static int mm_own_enabled(void)
+{
+    static int use = -1;
+    int u = __atomic_load_n(&use, __ATOMIC_RELAXED);
+    if (u < 0) {
+        const char *e = getenv("ADAPT_SGEMM");
+        u = cpu_sgemm_avx2_supported() && !(e && strcmp(e, "blas") == 0);
+        __atomic_store_n(&use, u, __ATOMIC_RELAXED);
+    }
+    return u;
+}
+#endif
+
 void CPU_FN(matmul)(real *c, const real *a, const real *b, int m, int n, int k, int trans_a,
                     int trans_b, int lda, int ldb, int ldc, real alpha, real beta)
 {
-#if ADAPT_HAVE_BLAS
-    /* tiny products are cheaper in the blocked engine than through BLAS's call overhead */
+#if ADAPT_HAVE_BLAS || !defined(ADAPT_CPU_F64)
+    /* tiny products are cheaper in the blocked engine than through a packing engine's overhead */
     if ((double)m * n * k >= 32768.0 && m > 0 && n > 0) {
+        mm_shape g = {c, a, b, m, n, k, trans_a, trans_b, lda, ldb, ldc, alpha, beta};
+#if ADAPT_HAVE_BLAS
         /* the parts run on OpenMP threads, so OpenBLAS must not start threads of its own: that
          * would put two spinning pools on the same cores (measurably slower on 2 cores, where
          * BLAS calls alternate with OpenMP ops all through a step). Process-wide, but BLAS is
-         * only ever called from here. */
+         * only ever called from here (also as the AVX2 engine's fallback). */
         if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
-        mm_shape g = {c, a, b, m, n, k, trans_a, trans_b, lda, ldb, ldc, alpha, beta};
+#endif
+#ifndef ADAPT_CPU_F64
+        if (mm_own_enabled()) {
+            mm_parallel(&g, mm_own);
+            return;
+        }
+#endif
+#if ADAPT_HAVE_BLAS
         mm_parallel(&g, mm_blas);
         return;
+#endif
     }
 #endif
     mm_blocked(c, a, b, m, n, k, trans_a, trans_b, lda, ldb, ldc, alpha, beta, 1);
