@@ -1,7 +1,8 @@
 /* Forward values of the CPU ops against straightforward reference loops in double: the
  * element-wise ops; matmul on every transpose combination through all three paths (the table's,
  * i.e. BLAS when built with it, the blocked fallback, its serial variant) at sizes that cross
- * every blocking edge; attention against a naive softmax(QK^T)V with segment and causal masks;
+ * every blocking edge; attention forward and backward against a naive softmax(QK^T)V with segment
+ * and causal masks, and its results on 1 and 2 threads bit for bit;
  * the three rotary kinds against a line-by-line transcription of transformers' formulas; the
  * fused loss against full logits; norms, activations, embedding, scatter, AdamW against torch's
  * update rule, and the clipped global norm. Gradients are test_ops_grad.c's business. */
@@ -10,6 +11,9 @@
 #include "test_ops_util.h"
 
 #include <stdio.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static const ops_table *OPS;
 
@@ -192,6 +196,123 @@ static void test_attention(void)
     attention_case("attention causal d256 (max), 2 segs", vis, 2, 2, 1, 256, 1, 14);
 }
 
+/* ---- attention backward, and thread-count independence ----------------------------------------
+ * test_ops_grad checks attention's gradients by finite differences, on head dims small enough for
+ * thousands of passes; here the float forward + backward at the model's head dims goes against
+ * the definition in double, on segment lengths on both sides of every tile edge (the tiles are
+ * 64 up to head_dim 64, 48 at 80, 32 at 128, 16 at 256), both masks and GQA groups 1, 2, 4, and
+ * runs on 1 and 2 threads must agree bit for bit (one owner per output row). */
+static void attention_backward_naive(double *dq, double *dk, double *dv, const double *dout,
+                                     const double *q, const double *k, const double *v,
+                                     const ops_attn *a)
+{
+    int D = a->head_dim, group = a->num_heads / a->num_kv_heads;
+    double *p = malloc(sizeof(double) * (a->max_seqlen + 1)), *dp = malloc(sizeof(double) * (a->max_seqlen + 1));
+    for (int s = 0; s < a->num_seqs; s++) {
+        int t0 = a->cu_seqlens[s], t1 = a->cu_seqlens[s + 1];
+        for (int h = 0; h < a->num_heads; h++)
+            for (int i = t0; i < t1; i++) {
+                int kv = h / group, last = a->causal ? i : t1 - 1;
+                const double *qi = q + (size_t)i * a->ldq + h * D, *gi = dout + (size_t)i * a->ldo + h * D;
+                double mx = -INFINITY, sum = 0, rowdot = 0;
+                for (int j = t0; j <= last; j++) {
+                    const double *kj = k + (size_t)j * a->ldk + kv * D, *vj = v + (size_t)j * a->ldv + kv * D;
+                    double d = 0, e = 0;
+                    for (int x = 0; x < D; x++) { d += qi[x] * kj[x]; e += gi[x] * vj[x]; }
+                    p[j - t0] = d * a->scale;
+                    dp[j - t0] = e;
+                    mx = fmax(mx, p[j - t0]);
+                }
+                for (int j = t0; j <= last; j++) sum += exp(p[j - t0] - mx);
+                for (int j = t0; j <= last; j++) {
+                    p[j - t0] = exp(p[j - t0] - mx) / sum;
+                    rowdot += p[j - t0] * dp[j - t0];
+                }
+                for (int j = t0; j <= last; j++) {
+                    double ds = p[j - t0] * (dp[j - t0] - rowdot) * a->scale;
+                    const double *kj = k + (size_t)j * a->ldk + kv * D;
+                    double *dkj = dk + (size_t)j * a->ldk + kv * D, *dvj = dv + (size_t)j * a->ldv + kv * D;
+                    for (int x = 0; x < D; x++) {
+                        dq[(size_t)i * a->ldq + h * D + x] += ds * kj[x];
+                        dkj[x] += ds * qi[x];
+                        dvj[x] += p[j - t0] * gi[x];
+                    }
+                }
+            }
+    }
+    free(p); free(dp);
+}
+
+/* forward + backward in float on `threads` threads; d [T, ld] receives dq | dk | dv */
+static void attention_f32_run(float *o, float *lse, float *d, const float *qkv, const float *g,
+                              const ops_attn *a, int threads)
+{
+    int H = a->num_heads, HK = a->num_kv_heads, D = a->head_dim;
+#ifdef _OPENMP
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+    OPS->attention_forward_f32(o, lse, qkv, qkv + H * D, qkv + (H + HK) * D, a);
+    OPS->attention_backward_f32(d, d + H * D, d + (H + HK) * D, g, qkv, qkv + H * D,
+                                qkv + (H + HK) * D, o, lse, a);
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+}
+
+static void attention_backward_case(const char *name, const int *lens, int nseq, int H, int HK,
+                                    int D, int causal, uint64_t seed)
+{
+    tu_rng rng = {seed};
+    int cu[16] = {0}, maxlen = 0;
+    for (int s = 0; s < nseq; s++) {
+        cu[s + 1] = cu[s] + lens[s];
+        maxlen = lens[s] > maxlen ? lens[s] : maxlen;
+    }
+    int T = cu[nseq], ld = (H + 2 * HK) * D;
+    ops_attn a = {.cu_seqlens = cu, .num_seqs = nseq, .total_tokens = T, .max_seqlen = maxlen,
+                  .num_heads = H, .num_kv_heads = HK, .head_dim = D, .ldq = ld, .ldk = ld,
+                  .ldv = ld, .ldo = H * D, .scale = 1.0f / sqrtf((float)D), .causal = causal};
+    size_t nqkv = (size_t)T * ld, no = (size_t)T * H * D;
+    double *qkv = tu_rand(&rng, nqkv, 2.0), *g = tu_rand(&rng, no, 1.0);
+    /* dq, dk, dv accumulate: start from a non-zero gradient, as a fused qkv's would be */
+    double *d = tu_rand(&rng, nqkv, 0.5), *d0 = tu_dup(d, nqkv);
+    attention_backward_naive(d, d + H * D, d + (H + HK) * D, g, qkv, qkv + H * D,
+                             qkv + (H + HK) * D, &a);
+    float *qf = tu_to_f32(qkv, nqkv), *gf = tu_to_f32(g, no);
+    float *o1 = calloc(no, sizeof(float)), *l1 = calloc((size_t)T * H, sizeof(float));
+    float *o2 = calloc(no, sizeof(float)), *l2 = calloc((size_t)T * H, sizeof(float));
+    float *d1 = tu_to_f32(d0, nqkv), *d2 = tu_to_f32(d0, nqkv);
+    attention_f32_run(o1, l1, d1, qf, gf, &a, 1);
+    attention_f32_run(o2, l2, d2, qf, gf, &a, 2);
+    double *o = tu_zeros(no), *lse = tu_zeros((size_t)T * H);
+    attention_naive(o, lse, qkv, qkv + H * D, qkv + (H + HK) * D, &a);
+    double eo = tu_rel_err_f32(o1, o, no, 1.0), ed = tu_rel_err_f32(d1, d, nqkv, 1.0);
+    int same = !memcmp(o1, o2, no * sizeof(float)) && !memcmp(l1, l2, (size_t)T * H * sizeof(float)) &&
+               !memcmp(d1, d2, nqkv * sizeof(float));
+    CHECK_MSG(eo < 2e-6 && ed < 2e-6, "%s: out err %.3g, dq|dk|dv err %.3g", name, eo, ed);
+    CHECK_MSG(same, "%s: 1 and 2 threads differ", name);
+    fprintf(stderr, "  %-44s out %.2e grad %.2e (tol 2e-6), 1 vs 2 threads %s\n", name, eo, ed,
+            same ? "identical" : "DIFFER");
+    free(qkv); free(g); free(d); free(d0); free(o); free(lse); free(qf); free(gf);
+    free(o1); free(l1); free(o2); free(l2); free(d1); free(d2);
+}
+
+static void test_attention_backward(void)
+{
+    static const int edges[] = {1, 63, 65, 127, 129, 194, 256, 300};
+    static const int vis[] = {256, 63, 129, 300};
+    attention_backward_case("attention bwd causal GQA 8/2 d64, 8 segs", edges, 8, 8, 2, 64, 1, 21);
+    attention_backward_case("attention bwd bidir 4/4 d64 (vision), 8 segs", edges, 8, 4, 4, 64, 0, 22);
+    attention_backward_case("attention bwd causal GQA 4/2 d80, 4 segs", vis, 4, 4, 2, 80, 1, 23);
+    attention_backward_case("attention bwd bidir 2/2 d16, 8 segs", edges, 8, 2, 2, 16, 0, 24);
+    attention_backward_case("attention bwd causal MQA 2/1 d128, 4 segs", vis, 4, 2, 1, 128, 1, 25);
+    attention_backward_case("attention bwd bidir 2/1 d256, 4 segs", vis, 4, 2, 1, 256, 0, 26);
+    attention_backward_case("attention bwd causal MQA 8/1 d32, 4 segs", vis, 4, 8, 1, 32, 1, 27);
+}
+
 /* ---- rotary embeddings: transformers transcribed ---------------------------------------------- */
 /* The angle as transformers forms it, in float32: inv_freq = 1.0 / (base ** (arange(0, dim, 2) /
  * dim)), then freqs = position * inv_freq (one float product); only cos/sin are then exact. */
@@ -301,6 +422,33 @@ static void test_vision_rope(void)
         }
     }
     rope_check("vision 2-D rope vs rot_pos_emb (6x4 grid)", &rope, pos, cosv, sinv, T, H, 1e-6, 31);
+}
+
+/* The position table (rope_cpu.c: cos/sin once per distinct position value when the values fit
+ * in [0, T)) gives the very bits of the per-token path: the same rows, each turned alone (T = 1,
+ * so every position but 0 is past the table's range), must match bit for bit, forward and back. */
+static void test_rope_table(void)
+{
+    enum { T = 64, H = 3, D = 32 };
+    ops_rope rope = {OPS_ROPE_MROPE, D, 1e6f, {4, 6, 6}};
+    tu_rng rng = {51};
+    int pos[3 * T];
+    for (int i = 0; i < 3 * T; i++) pos[i] = tu_int(&rng, T);
+    double *x = tu_rand(&rng, T * H * D, 1.0);
+    float *a = tu_to_f32(x, T * H * D), *b = tu_to_f32(x, T * H * D);
+    for (int dir = 0; dir < 2; dir++) {
+        if (dir) OPS->rope_backward_f32(a, pos, T, H, H * D, &rope);
+        else OPS->rope_forward_f32(a, pos, T, H, H * D, &rope);
+        for (int t = 0; t < T; t++) {
+            int p1[3] = {pos[t], pos[T + t], pos[2 * T + t]};
+            if (dir) OPS->rope_backward_f32(b + (size_t)t * H * D, p1, 1, H, H * D, &rope);
+            else OPS->rope_forward_f32(b + (size_t)t * H * D, p1, 1, H, H * D, &rope);
+        }
+        CHECK_MSG(memcmp(a, b, sizeof(float) * T * H * D) == 0,
+                  "rope %s: the position table's bits differ from the per-token path",
+                  dir ? "backward" : "forward");
+    }
+    free(x); free(a); free(b);
 }
 
 static void test_rope_1d(void)
@@ -487,9 +635,11 @@ int main(void)
     test_matmul();
     test_bias();
     test_attention();
+    test_attention_backward();
     test_mrope();
     test_vision_rope();
     test_rope_1d();
+    test_rope_table();
     test_xent_forward();
     test_norms_forward();
     test_activations_forward();
