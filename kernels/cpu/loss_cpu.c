@@ -49,6 +49,21 @@ static xent_scratch xent_carve(real *work, size_t work_len, int d, int V)
     return s;
 }
 
+/* One row of a tile: its max and its sum of exp(logit - that max), from the running max mx.
+ * CPU_VEC_CLONES: an outlined OpenMP body is not cloned, so the row loops live here to run on
+ * AVX2+FMA where the machine has it (the loss tiles sweep T x V logits twice). */
+CPU_VEC_CLONES
+static real xent_row_fold(const real *tr, int nv, real mx, real *sum_out)
+{
+#pragma omp simd reduction(max : mx)
+    for (int c = 0; c < nv; c++) mx = tr[c] > mx ? tr[c] : mx;
+    real sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int c = 0; c < nv; c++) sum += cpu_exp(tr[c] - mx);
+    *sum_out = sum;
+    return mx;
+}
+
 /* Fold tile [nr, nv] (vocabulary entries [v0, v0 + nv)) into each row's running max and sum,
  * and pick up the label's logit when it falls in this tile. */
 static void xent_fold_tile(xent_scratch *s, const int *lab, int nr, int v0, int nv)
@@ -56,17 +71,19 @@ static void xent_fold_tile(xent_scratch *s, const int *lab, int nr, int v0, int 
 #pragma omp parallel for if ((size_t)nr * nv > (1u << 15))
     for (int r = 0; r < nr; r++) {
         const real *tr = s->tile + (size_t)r * nv;
-        real mx = s->m[r];
-#pragma omp simd reduction(max : mx)
-        for (int c = 0; c < nv; c++) mx = tr[c] > mx ? tr[c] : mx;
-        real sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int c = 0; c < nv; c++) sum += cpu_exp(tr[c] - mx);
+        real sum;
+        real mx = xent_row_fold(tr, nv, s->m[r], &sum);
         real corr = s->m[r] == -INFINITY ? 0 : cpu_exp(s->m[r] - mx);
         s->l[r] = s->l[r] * corr + sum;
         s->m[r] = mx;
         if (lab[r] >= v0 && lab[r] < v0 + nv) s->tgt[r] = tr[lab[r] - v0];
     }
+}
+
+CPU_VEC_CLONES
+static void xent_row_grad(real *tr, int nv, real lse, real inv_norm)
+{
+    for (int c = 0; c < nv; c++) tr[c] = cpu_exp(tr[c] - lse) * inv_norm;
 }
 
 /* Turn tile logits into dloss/dlogits = (softmax - onehot) / normaliser, in place. */
@@ -75,8 +92,7 @@ static void xent_grad_tile(xent_scratch *s, const int *lab, int nr, int v0, int 
 #pragma omp parallel for if ((size_t)nr * nv > (1u << 15))
     for (int r = 0; r < nr; r++) {
         real *tr = s->tile + (size_t)r * nv;
-        real lse = s->m[r] + (real)log(s->l[r]);
-        for (int c = 0; c < nv; c++) tr[c] = cpu_exp(tr[c] - lse) * inv_norm;
+        xent_row_grad(tr, nv, s->m[r] + (real)log(s->l[r]), inv_norm);
         if (lab[r] >= v0 && lab[r] < v0 + nv) tr[lab[r] - v0] -= inv_norm;
     }
 }

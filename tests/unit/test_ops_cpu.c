@@ -537,6 +537,37 @@ static void test_norms_forward(void)
     free(xf); free(wf); free(bf); free(rf); free(y);
 }
 
+/* The norms' backward sums dw / db over rows in fixed chunks whose partials are added in chunk
+ * order (norm_cpu.c): the bits must not depend on how many threads share the chunks. */
+static void test_norms_backward_threads(void)
+{
+#ifdef _OPENMP
+    enum { T = 301, D = 256 };  /* T * D over the ops' parallel threshold; T not a chunk multiple */
+    tu_rng rng = {91};
+    double *x64 = tu_rand(&rng, (size_t)T * D, 2.0), *dy64 = tu_rand(&rng, (size_t)T * D, 1.0);
+    double *w64 = tu_rand(&rng, D, 1.0);
+    float *x = tu_to_f32(x64, (size_t)T * D), *dy = tu_to_f32(dy64, (size_t)T * D);
+    float *w = tu_to_f32(w64, D), *y = calloc((size_t)T * D, sizeof(float));
+    float mean[T], rstd[T];
+    OPS->layernorm_forward_f32(y, mean, rstd, x, w, w, T, D, 1e-6f);
+    float *out[2][3];
+    int threads[2] = {1, 3}, saved = omp_get_max_threads();
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < 3; i++) out[k][i] = calloc(i ? D : (size_t)T * D, sizeof(float));
+        omp_set_num_threads(threads[k]);
+        OPS->layernorm_backward_f32(out[k][0], out[k][1], out[k][2], dy, x, w, mean, rstd, T, D);
+        OPS->rmsnorm_backward_f32(out[k][0], out[k][1], dy, x, w, rstd, T, D);
+    }
+    omp_set_num_threads(saved);
+    for (int i = 0; i < 3; i++)
+        CHECK_MSG(memcmp(out[0][i], out[1][i], sizeof(float) * (i ? D : (size_t)T * D)) == 0,
+                  "norm backward %s: 1 and 3 threads differ", i == 0 ? "dx" : i == 1 ? "dw" : "db");
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 3; i++) free(out[k][i]);
+    free(x64); free(dy64); free(w64); free(x); free(dy); free(w); free(y);
+#endif
+}
+
 static void test_activations_forward(void)
 {
     enum { N = 2001 };
@@ -642,6 +673,7 @@ int main(void)
     test_rope_table();
     test_xent_forward();
     test_norms_forward();
+    test_norms_backward_threads();
     test_activations_forward();
     test_embedding_forward();
     test_optimizer();
