@@ -24,7 +24,8 @@
 enum { SG_MR = 6, SG_NR = 16, SG_KC = 256, SG_MC = 144, SG_NC = 2048 };
 /* slack after each packed buffer: the 6-row A packer's 8-wide stores run 2 floats past a sliver */
 enum { SG_SLACK = 16 };
-/* how many rows of A ahead the transposed-A packer prefetches (4 to 48 measured alike) */
+/* how many rows of A ahead the transposed-A packer prefetches (4 to 48 measured alike with the
+ * earlier sliver-by-sliver packer; not re-tuned for the row-by-row one) */
 enum { SG_PF_ROWS = 16 };
 
 /* how the kernel combines its sums with C: the first slab applies beta, later slabs add */
@@ -115,28 +116,26 @@ SG_TARGET static void sg_pack_a(float *dst, const float *a, int trans_a, size_t 
 {
     if (trans_a) {
         /* op(A)(i, p) = a[p * lda + i]: the six values of one k are contiguous, a 24-byte copy.
-         * The block is kc rows of mc floats of A, at stride lda: the first sliver asks for each
-         * whole row SG_PF_ROWS ahead (A is mostly cold, and a strided walk trains no hardware
-         * prefetcher in time); the later slivers find the rows in L1 or L2. */
-        for (int is = 0; is < mc; is += SG_MR) {
-            int rows = mc - is < SG_MR ? mc - is : SG_MR;
-            const float *s = a + (size_t)p0 * lda + i0 + is;
-            float *d = dst + (size_t)is * kc;
-            if (is == 0)
-                for (int p = 0; p < kc && p < SG_PF_ROWS; p++)
-                    for (int i = 0; i < mc; i += 16)
-                        _mm_prefetch((const char *)(s + (size_t)p * lda + i), _MM_HINT_T0);
-            for (int p = 0; p < kc; p++) {
-                if (is == 0 && p + SG_PF_ROWS < kc)
-                    for (int i = 0; i < mc; i += 16)
-                        _mm_prefetch((const char *)(s + (size_t)(p + SG_PF_ROWS) * lda + i),
-                                     _MM_HINT_T0);
-                if (rows == SG_MR)
-                    memcpy(d + (size_t)p * SG_MR, s + (size_t)p * lda, SG_MR * sizeof(float));
-                else
-                    for (int r = 0; r < SG_MR; r++)
-                        d[(size_t)p * SG_MR + r] = r < rows ? s[(size_t)p * lda + r] : 0.0f;
-            }
+         * The block is kc rows of mc floats of A at stride lda; each row is read once, left to
+         * right, and dealt out six floats to every sliver (one pass over A rather than one per
+         * sliver, whose strided walks found the rows in L2 at best). Rows SG_PF_ROWS ahead are
+         * requested early: A is mostly cold and a strided walk trains no hardware prefetcher. */
+        const float *s0 = a + (size_t)p0 * lda + i0;
+        int full = mc / SG_MR * SG_MR;
+        for (int p = 0; p < kc && p < SG_PF_ROWS; p++)
+            for (int i = 0; i < mc; i += 16)
+                _mm_prefetch((const char *)(s0 + (size_t)p * lda + i), _MM_HINT_T0);
+        for (int p = 0; p < kc; p++) {
+            const float *s = s0 + (size_t)p * lda;
+            if (p + SG_PF_ROWS < kc)
+                for (int i = 0; i < mc; i += 16)
+                    _mm_prefetch((const char *)(s + (size_t)SG_PF_ROWS * lda + i), _MM_HINT_T0);
+            float *d = dst + (size_t)p * SG_MR;
+            for (int is = 0; is < full; is += SG_MR)
+                memcpy(d + (size_t)is * kc, s + is, SG_MR * sizeof(float));
+            if (full < mc)
+                for (int r = 0; r < SG_MR; r++)
+                    d[(size_t)full * kc + r] = full + r < mc ? s[full + r] : 0.0f;
         }
         return;
     }
